@@ -79,10 +79,11 @@ def _build(node: yaml.Node, file: str) -> Any:
         out.value_marks = {}
         _scalar_loader.flatten_mapping(node)  # resolve `<<:` merge keys like the safe loader
         for key_node, value_node in node.value:
-            key = _build(key_node, file)
-            if isinstance(key, (YMap, YList)):
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise SourceError(_mark(key_node, file), "a mapping key must be a plain value")
-            key = str(key) if not isinstance(key, str) else key
+            # Keys are names in our formats: keep their source text. YAML 1.1 would turn `on:` and
+            # `yes:` into True and `1:` into an int, and `"on"` would silently differ from `on`.
+            key = key_node.value
             if key in out:
                 raise SourceError(
                     _mark(key_node, file),

@@ -1,0 +1,562 @@
+"""The site model: one `site.yaml` describing switches, phones, gateways and controller settings.
+
+`load_site(path)` reads the file through `yamlsrc` (so every value keeps its `file:line:column`),
+validates it completely and returns frozen dataclasses. Every error is a `SourceError` pointing at
+the offending value; unknown keys are errors with a "did you mean" hint, because a misspelt
+optional key silently falling back to a default is the worst kind of configuration bug.
+
+Decisions (documented in docs/SITE.md):
+- Listeners (ESL, outbound socket, SIP, web) must bind loopback unless `allow_remote: true`.
+- Secrets may be written as `${env:NAME}` anywhere in a string value; an unset variable is an error.
+  `${site.X}` and other `${...}` forms are left alone (flows expand them at call time).
+- Phone numbers, extensions and list entries must be quoted strings: YAML would read `+15551234`
+  as the integer 15551234 and `0100` as 64.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from switchctl.config.yamlsrc import Mark, SourceError, YList, YMap, load_file
+
+__all__ = [
+    "EslConfig",
+    "Endpoint",
+    "Gateway",
+    "Phone",
+    "Site",
+    "SourceError",
+    "SwitchConfig",
+    "load_site",
+]
+
+SWITCH_KINDS = ("freeswitch",)  # asterisk arrives with the ARI backend
+MAX_RANGE = 10_000  # a phone range larger than this is almost certainly a typo
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_EXTENSION_RE = re.compile(r"^[0-9]{1,15}$")
+_RANGE_RE = re.compile(r"^([0-9]{1,15})-([0-9]{1,15})$")
+_ENV_RE = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A host and port something listens on."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class EslConfig:
+    """FreeSWITCH's inbound event socket, which the controller connects to."""
+
+    host: str
+    port: int
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchConfig:
+    name: str
+    kind: str
+    esl: EslConfig
+    outbound: Endpoint  # where the controller listens for the switch's `socket` application
+    sip: Endpoint  # the sofia profile's sip-ip / sip-port (rtp-ip is the same address)
+    domain: str  # the directory domain phones register to (defaults to the SIP address)
+    sessions_per_second: int
+    max_sessions: int
+    acl: tuple[str, ...]  # CIDRs allowed to use the event socket
+    conf_dir: Path  # where deploy installs the rendered tree
+    mark: Mark | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Phone:
+    """A SIP user (booth, operator, agent): one directory entry and one static route."""
+
+    extension: str
+    name: str
+    password: str = field(repr=False)
+    booth: bool = False
+    mark: Mark | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    name: str
+    proxy: str  # host or host:port
+    register: bool
+    username: str
+    password: str = field(repr=False)
+    mark: Mark | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    path: Path  # the site file, absolute
+    switches: tuple[SwitchConfig, ...]
+    database_url: str  # relative SQLite paths already resolved against the site folder
+    web_listen: tuple[str, int]
+    flows_dir: Path
+    sound_dirs: tuple[Path, ...]
+    phones: tuple[Phone, ...]  # ranges expanded, in file order
+    gateways: tuple[Gateway, ...]
+    lists: Mapping[str, tuple[str, ...]]
+    values: Mapping[str, str]
+    allow_remote: bool = False
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def switch(self, name: str) -> SwitchConfig:
+        for sw in self.switches:
+            if sw.name == name:
+                return sw
+        raise KeyError(f"site {self.name!r} has no switch {name!r}")
+
+    def phone(self, extension: str) -> Phone | None:
+        for phone in self.phones:
+            if phone.extension == extension:
+                return phone
+        return None
+
+
+# --- small readers that turn YAML values into typed values or SourceErrors ----------------------
+
+
+def _check_keys(m: YMap, allowed: tuple[str, ...], what: str) -> None:
+    for key in m:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; expected one of: {', '.join(allowed)}"
+            raise SourceError(m.key_mark(key), f"unknown key '{key}' in {what}{hint}")
+
+
+def _require(m: YMap, key: str, what: str) -> Any:
+    if key not in m or m[key] is None:
+        raise SourceError(m.mark, f"{what} needs '{key}'")
+    return m[key]
+
+
+def _map(value: Any, mark: Mark, what: str) -> YMap:
+    if not isinstance(value, YMap):
+        raise SourceError(mark, f"{what} must be a mapping")
+    return value
+
+
+def _list(value: Any, mark: Mark, what: str) -> YList:
+    if not isinstance(value, YList):
+        raise SourceError(mark, f"{what} must be a list")
+    return value
+
+
+def _expand_env(text: str, mark: Mark) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise SourceError(mark, f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_RE.sub(sub, text)
+
+
+def _str(value: Any, mark: Mark, what: str, *, empty_ok: bool = False) -> str:
+    if isinstance(value, bool) or not isinstance(value, str):
+        hint = " (quote it)" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        raise SourceError(mark, f"{what} must be a string{hint}, not {_kind(value)}")
+    text = _expand_env(value, mark)
+    if not empty_ok and not text.strip():
+        raise SourceError(mark, f"{what} must not be empty")
+    return text
+
+
+def _int(value: Any, mark: Mark, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SourceError(mark, f"{what} must be a whole number, not {_kind(value)}")
+    if not lo <= value <= hi:
+        raise SourceError(mark, f"{what} must be between {lo} and {hi}, not {value}")
+    return value
+
+
+def _bool(value: Any, mark: Mark, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise SourceError(mark, f"{what} must be true or false, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, YMap):
+        return "a mapping"
+    if isinstance(value, YList):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _name(value: Any, mark: Mark, what: str) -> str:
+    text = _str(value, mark, what)
+    if not _NAME_RE.match(text):
+        raise SourceError(mark, f"{what} '{text}' may only use letters, digits, '_', '.', '-'")
+    return text
+
+
+def _secret(value: Any, mark: Mark, what: str, *, empty_ok: bool = False) -> str:
+    text = _str(value, mark, what, empty_ok=empty_ok)
+    # FreeSWITCH expands $${...} while preprocessing and ${...} in many params: a literal `${`
+    # in a password would silently become something else on the switch.
+    if "${" in text:
+        raise SourceError(mark, f"{what} must not contain '${{' (FreeSWITCH would expand it)")
+    return text
+
+
+def _ip(value: Any, mark: Mark, what: str) -> str:
+    text = _str(value, mark, what)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise SourceError(mark, f"{what} must be an IP address, not '{text}'") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host(value: Any, mark: Mark, what: str) -> str:
+    text = _str(value, mark, what)
+    if text == "localhost":
+        return text
+    return _ip(text, mark, what)
+
+
+def _endpoint(m: YMap, host_key: str, what: str, default_port: int | None = None) -> Endpoint:
+    host = _host(_require(m, host_key, what), m.mark_of(host_key), f"{what} {host_key}")
+    if "port" not in m and default_port is not None:
+        return Endpoint(host, default_port)
+    port = _int(_require(m, "port", what), m.mark_of("port"), f"{what} port", 1, 65535)
+    return Endpoint(host, port)
+
+
+def _parse_listen(value: Any, mark: Mark, what: str) -> tuple[str, int]:
+    text = _str(value, mark, what)
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if not match:
+        raise SourceError(mark, f"{what} must look like HOST:PORT (e.g. 127.0.0.1:8080), not '{text}'")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    host = _host(host, mark, what)
+    if not 1 <= port <= 65535:
+        raise SourceError(mark, f"{what} port must be between 1 and 65535, not {port}")
+    return host, port
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+_SWITCH_KEYS = (
+    "name", "kind", "esl", "outbound", "sip", "domain", "sessions_per_second", "max_sessions",
+    "acl", "conf_dir",
+)
+
+
+def _switch(m: YMap, folder: Path) -> SwitchConfig:
+    _check_keys(m, _SWITCH_KEYS, "a switch")
+    name = _name(_require(m, "name", "a switch"), m.mark_of("name"), "switch name")
+    what = f"switch '{name}'"
+    kind = _str(m.get("kind", "freeswitch"), m.mark_of("kind"), f"{what} kind")
+    if kind not in SWITCH_KINDS:
+        raise SourceError(
+            m.mark_of("kind"),
+            f"{what} kind '{kind}' is not supported yet (supported: {', '.join(SWITCH_KINDS)})",
+        )
+
+    esl_map = _map(_require(m, "esl", what), m.mark_of("esl"), f"{what} esl")
+    _check_keys(esl_map, ("host", "port", "password"), f"{what} esl")
+    esl_ep = _endpoint(esl_map, "host", f"{what} esl", default_port=8021)
+    password = _secret(
+        _require(esl_map, "password", f"{what} esl"), esl_map.mark_of("password"), f"{what} esl password"
+    )
+    if any(ch.isspace() for ch in password):
+        # `auth <password>` is one line of the ESL protocol; whitespace would be ambiguous.
+        raise SourceError(esl_map.mark_of("password"), f"{what} esl password must not contain spaces")
+    esl = EslConfig(esl_ep.host, esl_ep.port, password)
+
+    out_map = _map(_require(m, "outbound", what), m.mark_of("outbound"), f"{what} outbound")
+    _check_keys(out_map, ("host", "port"), f"{what} outbound")
+    outbound = _endpoint(out_map, "host", f"{what} outbound", default_port=8084)
+
+    sip_map = _map(_require(m, "sip", what), m.mark_of("sip"), f"{what} sip")
+    _check_keys(sip_map, ("ip", "port"), f"{what} sip")
+    sip_ip = _ip(_require(sip_map, "ip", f"{what} sip"), sip_map.mark_of("ip"), f"{what} sip ip")
+    sip_port = _int(sip_map.get("port", 5060), sip_map.mark_of("port"), f"{what} sip port", 1, 65535)
+    sip = Endpoint(sip_ip, sip_port)
+
+    domain = sip_ip
+    if "domain" in m:
+        domain = _str(m["domain"], m.mark_of("domain"), f"{what} domain")
+        if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+            raise SourceError(m.mark_of("domain"), f"{what} domain '{domain}' is not a host name")
+
+    sps = _int(m.get("sessions_per_second", 100), m.mark_of("sessions_per_second"),
+               f"{what} sessions_per_second", 1, 100_000)
+    max_sessions = _int(m.get("max_sessions", 1000), m.mark_of("max_sessions"),
+                        f"{what} max_sessions", 1, 1_000_000)
+
+    acl: list[str] = []
+    acl_value = m.get("acl", None)
+    if acl_value is None:
+        acl = ["127.0.0.1/32"]
+    else:
+        items = _list(acl_value, m.mark_of("acl"), f"{what} acl")
+        if not items:
+            raise SourceError(m.mark_of("acl"), f"{what} acl must list at least one network")
+        for i, item in enumerate(items):
+            text = _str(item, items.mark_of(i), f"{what} acl entry")
+            try:
+                acl.append(str(ipaddress.ip_network(text, strict=False)))
+            except ValueError:
+                raise SourceError(items.mark_of(i), f"{what} acl entry '{text}' is not a CIDR network") from None
+
+    conf_text = _str(m.get("conf_dir", "/etc/freeswitch"), m.mark_of("conf_dir"), f"{what} conf_dir")
+    conf_dir = (folder / conf_text).resolve() if not Path(conf_text).is_absolute() else Path(conf_text)
+
+    return SwitchConfig(name, kind, esl, outbound, sip, domain, sps, max_sessions, tuple(acl),
+                        conf_dir, m.mark)
+
+
+_PHONE_KEYS = ("extension", "range", "name", "password", "booth")
+
+
+def _fill(template: str, mark: Mark, what: str, values: dict[str, str]) -> str:
+    def sub(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise SourceError(mark, f"{what}: unknown placeholder '{{{key}}}' (known: {{n}}, {{extension}})")
+        return values[key]
+
+    return _PLACEHOLDER_RE.sub(sub, template)
+
+
+def _phones(m: YMap) -> list[Phone]:
+    _check_keys(m, _PHONE_KEYS, "a phone")
+    if ("extension" in m) == ("range" in m):
+        raise SourceError(m.mark, "a phone needs exactly one of 'extension' or 'range'")
+    name_t = _str(_require(m, "name", "a phone"), m.mark_of("name"), "phone name")
+    pass_t = _secret(_require(m, "password", "a phone"), m.mark_of("password"), "phone password")
+    booth = _bool(m.get("booth", False), m.mark_of("booth"), "phone booth")
+
+    if "extension" in m:
+        ext = _str(m["extension"], m.mark_of("extension"), "phone extension")
+        if not _EXTENSION_RE.match(ext):
+            raise SourceError(m.mark_of("extension"), f"phone extension '{ext}' must be 1-15 digits")
+        extensions = [ext]
+    else:
+        text = _str(m["range"], m.mark_of("range"), "phone range")
+        match = _RANGE_RE.match(text)
+        if not match:
+            raise SourceError(m.mark_of("range"), f"phone range '{text}' must look like 1001-1010")
+        first, last = match.group(1), match.group(2)
+        if len(first) != len(last) or int(first) > int(last):
+            raise SourceError(
+                m.mark_of("range"), f"phone range '{text}' must go up and use the same number of digits"
+            )
+        count = int(last) - int(first) + 1
+        if count > MAX_RANGE:
+            raise SourceError(m.mark_of("range"), f"phone range '{text}' has {count} phones (at most {MAX_RANGE})")
+        extensions = [str(int(first) + i).zfill(len(first)) for i in range(count)]
+
+    phones = []
+    for n, ext in enumerate(extensions, start=1):
+        fields = {"n": str(n), "extension": ext}
+        name = _fill(name_t, m.mark_of("name"), "phone name", fields)
+        password = _fill(pass_t, m.mark_of("password"), "phone password", fields)
+        phones.append(Phone(ext, name, password, booth, m.mark))
+    return phones
+
+
+def _gateway(m: YMap) -> Gateway:
+    _check_keys(m, ("name", "proxy", "register", "username", "password"), "a gateway")
+    name = _name(_require(m, "name", "a gateway"), m.mark_of("name"), "gateway name")
+    what = f"gateway '{name}'"
+    proxy = _str(_require(m, "proxy", what), m.mark_of("proxy"), f"{what} proxy")
+    if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", proxy):
+        raise SourceError(m.mark_of("proxy"), f"{what} proxy '{proxy}' must be HOST or HOST:PORT")
+    register = _bool(m.get("register", False), m.mark_of("register"), f"{what} register")
+    username = _secret(m.get("username", ""), m.mark_of("username"), f"{what} username", empty_ok=True)
+    password = _secret(m.get("password", ""), m.mark_of("password"), f"{what} password", empty_ok=True)
+    if register and not (username and password):
+        raise SourceError(m.mark, f"{what} registers, so it needs a username and a password")
+    return Gateway(name, proxy, register, username, password, m.mark)
+
+
+def _database_url(text: str, folder: Path) -> str:
+    """Resolve a relative SQLite file path against the site folder; other URLs pass through."""
+    match = re.match(r"^(sqlite(?:\+\w+)?):///(.*)$", text)
+    if not match:
+        return text
+    scheme, rest = match.groups()
+    path_part, sep, query = rest.partition("?")
+    if path_part in ("", ":memory:") or path_part.startswith("/"):
+        return text
+    absolute = (folder / path_part).resolve()
+    return f"{scheme}:///{absolute}{sep}{query}"
+
+
+_SITE_KEYS = (
+    "site", "allow_remote", "switches", "database", "web", "flows", "sounds", "phones", "gateways",
+    "lists", "values",
+)
+
+
+def load_site(path: str | Path) -> Site:
+    """Read and validate a site file. Raises SourceError (`file:line:column: message`)."""
+    path = Path(path)
+    root = load_file(path)
+    if root is None:
+        raise SourceError(None, f"{path}: the site file is empty")
+    if not isinstance(root, YMap):
+        raise SourceError(getattr(root, "mark", None), "a site file must be a mapping (site:, switches:, ...)")
+    _check_keys(root, _SITE_KEYS, "the site")
+    folder = path.resolve().parent
+
+    name = _name(_require(root, "site", "the site file"), root.mark_of("site"), "site name")
+    allow_remote = _bool(root.get("allow_remote", False), root.mark_of("allow_remote"), "allow_remote")
+
+    switch_items = _list(_require(root, "switches", "the site file"), root.mark_of("switches"), "switches")
+    if not switch_items:
+        raise SourceError(root.mark_of("switches"), "switches must list at least one switch")
+    switches: list[SwitchConfig] = []
+    for i, item in enumerate(switch_items):
+        sw = _switch(_map(item, switch_items.mark_of(i), "a switch"), folder)
+        for other in switches:
+            if other.name == sw.name:
+                raise SourceError(sw.mark, f"duplicate switch name '{sw.name}' (first at line {other.mark.line})")
+        switches.append(sw)
+
+    db_text = _str(root.get("database", "sqlite+aiosqlite:///switchctl.db"), root.mark_of("database"), "database")
+    database_url = _database_url(db_text, folder)
+
+    web_listen = ("127.0.0.1", 8080)
+    if "web" in root:
+        web = _map(root["web"], root.mark_of("web"), "web")
+        _check_keys(web, ("listen",), "web")
+        if "listen" in web:
+            web_listen = _parse_listen(web["listen"], web.mark_of("listen"), "web listen")
+
+    flows_text = _str(root.get("flows", "dialplans/"), root.mark_of("flows"), "flows")
+    flows_dir = (folder / flows_text).resolve()
+    if not flows_dir.is_dir():
+        raise SourceError(root.mark_of("flows"), f"flows folder '{flows_text}' does not exist ({flows_dir})")
+
+    sound_dirs: list[Path] = []
+    if "sounds" in root:
+        items = _list(root["sounds"], root.mark_of("sounds"), "sounds")
+        for i, item in enumerate(items):
+            text = _str(item, items.mark_of(i), "sounds folder")
+            folder_path = (folder / text).resolve()
+            if not folder_path.is_dir():
+                raise SourceError(items.mark_of(i), f"sounds folder '{text}' does not exist ({folder_path})")
+            sound_dirs.append(folder_path)
+
+    phones: list[Phone] = []
+    seen_ext: dict[str, Phone] = {}
+    if root.get("phones") is not None:
+        items = _list(root["phones"], root.mark_of("phones"), "phones")
+        for i, item in enumerate(items):
+            for phone in _phones(_map(item, items.mark_of(i), "a phone")):
+                if phone.extension in seen_ext:
+                    first = seen_ext[phone.extension].mark
+                    raise SourceError(
+                        phone.mark,
+                        f"duplicate extension {phone.extension} (first at line {first.line if first else '?'})",
+                    )
+                seen_ext[phone.extension] = phone
+                phones.append(phone)
+
+    gateways: list[Gateway] = []
+    if root.get("gateways") is not None:
+        items = _list(root["gateways"], root.mark_of("gateways"), "gateways")
+        for i, item in enumerate(items):
+            gw = _gateway(_map(item, items.mark_of(i), "a gateway"))
+            for other in gateways:
+                if other.name == gw.name:
+                    raise SourceError(gw.mark, f"duplicate gateway name '{gw.name}' (first at line {other.mark.line})")
+            gateways.append(gw)
+
+    lists: dict[str, tuple[str, ...]] = {}
+    if root.get("lists") is not None:
+        lists_map = _map(root["lists"], root.mark_of("lists"), "lists")
+        for key, value in lists_map.items():
+            _name(key, lists_map.key_mark(key), "list name")
+            items = _list(value, lists_map.mark_of(key), f"list '{key}'")
+            lists[key] = tuple(_str(v, items.mark_of(i), f"list '{key}' entry") for i, v in enumerate(items))
+
+    values: dict[str, str] = {}
+    if root.get("values") is not None:
+        values_map = _map(root["values"], root.mark_of("values"), "values")
+        for key, value in values_map.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise SourceError(values_map.key_mark(key), f"value name '{key}' must be an identifier")
+            mark = values_map.mark_of(key)
+            if isinstance(value, bool):
+                values[key] = "true" if value else "false"
+            elif isinstance(value, int):
+                values[key] = str(value)
+            else:
+                values[key] = _str(value, mark, f"value '{key}'", empty_ok=True)
+
+    _check_binds(root, switches, web_listen, allow_remote)
+
+    return Site(
+        name=name,
+        path=path.resolve(),
+        switches=tuple(switches),
+        database_url=database_url,
+        web_listen=web_listen,
+        flows_dir=flows_dir,
+        sound_dirs=tuple(sound_dirs),
+        phones=tuple(phones),
+        gateways=tuple(gateways),
+        lists=MappingProxyType(lists),
+        values=MappingProxyType(values),
+        allow_remote=allow_remote,
+    )
+
+
+def _check_binds(root: YMap, switches: list[SwitchConfig], web: tuple[str, int], allow_remote: bool) -> None:
+    """Loopback unless allowed otherwise; no two listeners on one address."""
+    web_mark = root["web"].mark_of("listen") if isinstance(root.get("web"), YMap) else root.mark
+    listeners: list[tuple[str, str, int, Mark | None]] = [("web listen", web[0], web[1], web_mark)]
+    for sw in switches:
+        listeners.append((f"switch '{sw.name}' esl", sw.esl.host, sw.esl.port, sw.mark))
+        listeners.append((f"switch '{sw.name}' outbound", sw.outbound.host, sw.outbound.port, sw.mark))
+        listeners.append((f"switch '{sw.name}' sip", sw.sip.host, sw.sip.port, sw.mark))
+    seen: dict[tuple[str, int], str] = {}
+    for what, host, port, mark in listeners:
+        if not allow_remote and not _is_loopback(host):
+            raise SourceError(
+                mark, f"{what} binds {host}, which is not loopback; set 'allow_remote: true' to allow it"
+            )
+        key = ("127.0.0.1" if host == "localhost" else host, port)
+        if key in seen:
+            raise SourceError(mark, f"{what} uses {host}:{port}, already used by {seen[key]}")
+        seen[key] = what

@@ -1,0 +1,200 @@
+"""The site model: loading, expansion and every validation error with its file:line:column."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from switchctl.config.site import Site, load_site
+from switchctl.config.yamlsrc import SourceError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "phonebar" / "site.yaml"
+
+BASE = """\
+site: test
+switches:
+  - name: fs1
+    esl: {host: 127.0.0.1, port: 8021, password: ClueCon}
+    outbound: {host: 127.0.0.1, port: 8084}
+    sip: {ip: 127.0.0.1, port: 5060}
+flows: flows/
+"""
+
+
+def write_site(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "flows").mkdir(exist_ok=True)
+    path = tmp_path / "site.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(SourceError) as info:
+        load_site(write_site(tmp_path, text))
+    return str(info.value)
+
+
+def test_example_site_loads() -> None:
+    site = load_site(EXAMPLE)
+    assert isinstance(site, Site)
+    assert site.name == "phonebar"
+    assert site.path == EXAMPLE
+    fs1 = site.switch("fs1")
+    assert (fs1.esl.host, fs1.esl.port, fs1.esl.password) == ("127.0.0.1", 8021, "ClueCon")
+    assert (fs1.outbound.host, fs1.outbound.port) == ("127.0.0.1", 8084)
+    assert str(fs1.outbound) == "127.0.0.1:8084"
+    assert fs1.sessions_per_second == 100 and fs1.max_sessions == 1000
+    assert fs1.domain == "127.0.0.1"
+    assert site.web_listen == ("127.0.0.1", 8080)
+    assert site.flows_dir == EXAMPLE.parent / "dialplans"
+    assert site.sound_dirs == (EXAMPLE.parent / "sounds",)
+    assert [p.extension for p in site.phones] == ["1000"] + [str(n) for n in range(1001, 1011)]
+    assert site.phone("1003").name == "Booth 3" and site.phone("1003").booth
+    assert site.phone("1003").password == "booth-1003"
+    assert not site.phone("1000").booth
+    assert site.gateways[0].name == "upstream" and site.gateways[0].register is False
+    assert site.lists["vip"] == ("+15551234",)
+    assert site.values["operator"] == "1000"
+
+
+def test_relative_sqlite_path_resolves_against_site_folder(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path, BASE + "database: sqlite+aiosqlite:///var/x.db\n"))
+    assert site.database_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/var/x.db"
+    site = load_site(write_site(tmp_path, BASE + "database: sqlite+aiosqlite:////abs/x.db\n"))
+    assert site.database_url == "sqlite+aiosqlite:////abs/x.db"
+    site = load_site(write_site(tmp_path, BASE + "database: postgresql+asyncpg://u@127.0.0.1/db\n"))
+    assert site.database_url == "postgresql+asyncpg://u@127.0.0.1/db"
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + "phnoes: []\n")
+    assert msg == f"{tmp_path}/site.yaml:8:1: unknown key 'phnoes' in the site; did you mean 'phones'?"
+
+
+def test_unknown_key_in_switch(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE.replace("    sip:", "    sessions_per_secnd: 10\n    sip:"))
+    assert msg.endswith("6:5: unknown key 'sessions_per_secnd' in a switch; did you mean 'sessions_per_second'?")
+
+
+def test_duplicate_extension_names_both_lines(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + """\
+phones:
+  - {extension: "1005", name: A, password: a}
+  - {range: "1001-1010", name: "B {n}", password: b}
+""")
+    assert msg.endswith("10:5: duplicate extension 1005 (first at line 9)")
+
+
+def test_range_expands_n_and_extension(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path, BASE + """\
+phones:
+  - {range: "098-101", name: "Booth {n}", password: "pw{extension}x"}
+"""))
+    assert [p.extension for p in site.phones] == ["098", "099", "100", "101"]
+    assert site.phones[2].name == "Booth 3" and site.phones[2].password == "pw100x"
+
+
+def test_bad_range(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + 'phones:\n  - {range: "1010-1001", name: x, password: y}\n')
+    assert "phone range '1010-1001' must go up" in msg and ":9:" in msg
+
+
+def test_unknown_placeholder(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + 'phones:\n  - {range: "1-2", name: "B {num}", password: y}\n')
+    assert "unknown placeholder '{num}'" in msg
+
+
+def test_unquoted_extension_is_refused(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + "phones:\n  - {extension: 1000, name: x, password: y}\n")
+    assert msg.endswith("9:17: phone extension must be a string (quote it), not int 1000")
+
+
+def test_empty_password_refused(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + 'phones:\n  - {extension: "1000", name: x, password: ""}\n')
+    assert msg.endswith("phone password must not be empty")
+    msg = error_of(tmp_path, BASE.replace("password: ClueCon", 'password: ""'))
+    assert msg.endswith("4:50: switch 'fs1' esl password must not be empty")
+
+
+def test_password_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FS_PASSWORD", "s3cret")
+    site = load_site(write_site(tmp_path, BASE.replace("password: ClueCon", 'password: "${env:FS_PASSWORD}"')))
+    assert site.switches[0].esl.password == "s3cret"
+    monkeypatch.delenv("FS_PASSWORD")
+    msg = error_of(tmp_path, BASE.replace("password: ClueCon", 'password: "${env:FS_PASSWORD}"'))
+    assert msg.endswith("4:50: environment variable FS_PASSWORD is not set")
+
+
+def test_password_with_freeswitch_expansion_refused(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + 'phones:\n  - {extension: "1000", name: x, password: "a$${b}"}\n')
+    assert "must not contain '${'" in msg
+
+
+def test_remote_bind_needs_allow_remote(tmp_path: Path) -> None:
+    text = BASE.replace("sip: {ip: 127.0.0.1", "sip: {ip: 192.0.2.10")
+    msg = error_of(tmp_path, text)
+    assert "switch 'fs1' sip binds 192.0.2.10, which is not loopback; set 'allow_remote: true'" in msg
+    site = load_site(write_site(tmp_path, text + "allow_remote: true\n"))
+    assert site.switches[0].sip.host == "192.0.2.10" and site.switches[0].domain == "192.0.2.10"
+
+
+def test_web_listen_must_be_loopback(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + "web: {listen: 0.0.0.0:8080}\n")
+    assert msg.endswith("8:15: web listen binds 0.0.0.0, which is not loopback; set 'allow_remote: true' to allow it")
+
+
+def test_two_listeners_on_one_port(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE.replace("port: 8084", "port: 8021"))
+    assert "switch 'fs1' outbound uses 127.0.0.1:8021, already used by switch 'fs1' esl" in msg
+
+
+def test_duplicate_switch_and_gateway_names(tmp_path: Path) -> None:
+    two = BASE.replace("flows: flows/\n", "") + """\
+  - name: fs1
+    esl: {host: 127.0.0.1, port: 9021, password: x}
+    outbound: {host: 127.0.0.1, port: 9084}
+    sip: {ip: 127.0.0.1, port: 6060}
+flows: flows/
+"""
+    assert error_of(tmp_path, two).endswith("7:5: duplicate switch name 'fs1' (first at line 3)")
+    gws = BASE + "gateways:\n  - {name: up, proxy: 127.0.0.1}\n  - {name: up, proxy: 127.0.0.2}\n"
+    assert error_of(tmp_path, gws).endswith("10:5: duplicate gateway name 'up' (first at line 9)")
+
+
+def test_registering_gateway_needs_credentials(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + "gateways:\n  - {name: up, proxy: 127.0.0.1, register: true}\n")
+    assert msg.endswith("9:5: gateway 'up' registers, so it needs a username and a password")
+
+
+def test_missing_flows_folder(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE.replace("flows: flows/", "flows: nowhere/"))
+    assert "7:8: flows folder 'nowhere/' does not exist" in msg
+
+
+def test_unsupported_kind_and_bad_acl(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE.replace("  - name: fs1\n", "  - name: fs1\n    kind: asterisk\n"))
+    assert "kind 'asterisk' is not supported yet" in msg
+    msg = error_of(tmp_path, BASE.replace("  - name: fs1\n", "  - name: fs1\n    acl: [nonsense]\n"))
+    assert msg.endswith("4:11: switch 'fs1' acl entry 'nonsense' is not a CIDR network")
+
+
+def test_unquoted_list_number_is_refused(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + "lists: {vip: [+15551234]}\n")
+    assert "list 'vip' entry must be a string (quote it), not int 15551234" in msg
+
+
+def test_acl_is_normalised_and_defaults_to_localhost(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path, BASE))
+    assert site.switches[0].acl == ("127.0.0.1/32",)
+    site = load_site(write_site(tmp_path, BASE.replace("  - name: fs1\n", "  - name: fs1\n    acl: [127.0.0.1/8]\n")))
+    assert site.switches[0].acl == ("127.0.0.0/8",)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text("")
+    with pytest.raises(SourceError, match="the site file is empty"):
+        load_site(path)
