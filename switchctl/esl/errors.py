@@ -16,11 +16,30 @@ class FrameTooLarge(ProtocolError):
 
 
 class ConnectionLost(ESLError):
-    """The peer closed, reset or announced a disconnect while we still expected something."""
+    """The peer closed, reset or announced a disconnect while we still expected something.
+
+    `truncated` is True when the stream ended in the middle of a frame; `pending` names the
+    command whose reply was still awaited (None when nothing was pending).
+    """
+
+    def __init__(self, reason: str, *, truncated: bool = False, pending: str | None = None) -> None:
+        parts = [reason]
+        if truncated:
+            parts.append("stream truncated mid-frame")
+        if pending:
+            parts.append(f"while waiting for the reply to '{pending}'")
+        super().__init__("; ".join(parts))
+        self.reason = reason
+        self.truncated = truncated
+        self.pending = pending
 
 
 class ReplyTimeout(ESLError):
-    """No reply within the deadline; the connection is no longer trusted."""
+    """No reply within the deadline.
+
+    The connection keeps a placeholder for the late reply so later replies still pair with
+    their commands; callers that cannot tolerate a slow switch should close the connection.
+    """
 
 
 class CommandError(ESLError):
