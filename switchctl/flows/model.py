@@ -1,0 +1,282 @@
+"""The validated form of a call flow: nodes, their outcome edges, and the set of all flows.
+
+Parsing (`parse.py`) builds these from YAML; the checker (`check.py`, `graph.py`) proves them; the
+runtime (`runtime.py`) walks them. Every node keeps the marks of what it was built from, so each
+diagnostic can point at `file:line:column`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from switchctl.config.yamlsrc import Mark
+
+from .template import Template
+from .timecond import DateRange, TimeRange
+
+DEFAULT_MAX_VISITS = 10  # menu/collect entries per call before they take their exit outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    mark: Mark
+    message: str
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        prefix = "warning: " if self.severity == "warning" else ""
+        return f"{self.mark}: {prefix}{self.message}"
+
+    def sort_key(self) -> tuple[str, int, int, str]:
+        return (self.mark.file, self.mark.line, self.mark.column, self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """One outcome of a node and the node it leads to."""
+
+    outcome: str  # "next", a menu key, "timeout", "invalid", "exhausted", "rule 2", "default"...
+    target: str  # a node id in the same flow
+    mark: Mark  # where the target is written
+    section: bool = False  # the edge of a `call` node into its section (not a plain successor)
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A value of the flow file together with where it was written."""
+
+    value: str
+    mark: Mark
+
+
+@dataclass
+class Node:
+    id: str
+    mark: Mark  # where the node's id is written
+    edges: dict[str, Edge] = field(default_factory=dict)
+    # Everything the checker verifies beyond the graph, gathered while parsing:
+    templates: list[tuple[Template, Mark]] = field(default_factory=list)
+    prompts: list[tuple[Template, Mark]] = field(default_factory=list)
+    list_refs: list[Located] = field(default_factory=list)
+    defines: list[Located] = field(default_factory=list)  # flow variables this node sets
+    regex_groups: int = 0  # most capture groups of the regexes in this node
+
+    kind: ClassVar[str] = ""
+
+    def target(self, outcome: str) -> str | None:
+        edge = self.edges.get(outcome)
+        return edge.target if edge else None
+
+    @property
+    def exit_outcome(self) -> str | None:
+        """The outcome a bounded node takes once its budget is spent (None: not a bounded node)."""
+        return None
+
+    @property
+    def budgeted_outcomes(self) -> frozenset[str]:
+        """Outcomes that each consume one unit of the node's budget (see graph.check_loops)."""
+        return frozenset()
+
+
+@dataclass
+class AnswerNode(Node):
+    kind: ClassVar[str] = "answer"
+
+
+@dataclass
+class PlayNode(Node):
+    prompt_list: tuple[Template, ...] = ()
+    kind: ClassVar[str] = "play"
+
+
+@dataclass
+class SayNode(Node):
+    value: Template | None = None
+    say_kind: str = "number"
+    language: str = "en"
+    kind: ClassVar[str] = "say"
+
+
+class _BoundedInput:
+    """Menu and collect: entered at most `max_visits` times per call, then they take their exit."""
+
+    edges: dict[str, Edge]
+
+    @property
+    def exit_outcome(self) -> str | None:
+        return "exhausted" if "exhausted" in self.edges else "timeout"
+
+    @property
+    def budgeted_outcomes(self) -> frozenset[str]:
+        return frozenset(o for o in self.edges if o != self.exit_outcome)
+
+
+@dataclass
+class CollectNode(_BoundedInput, Node):
+    prompt_list: tuple[Template, ...] = ()
+    min_digits: int = 1
+    max_digits: int = 1
+    timeout: float = 5.0
+    inter_digit_timeout: float = 3.0
+    terminators: str = "#"
+    pattern: str | None = None
+    tries: int = 3
+    invalid_prompt: Template | None = None
+    var: str | None = None
+    max_visits: int = DEFAULT_MAX_VISITS
+    kind: ClassVar[str] = "collect"
+
+
+@dataclass
+class MenuNode(_BoundedInput, Node):
+    greeting: Template | None = None
+    short_greeting: Template | None = None
+    invalid_sound: Template | None = None
+    exit_sound: Template | None = None
+    timeout: float = 5.0
+    inter_digit_timeout: float = 2.0
+    max_failures: int = 3
+    max_timeouts: int = 3
+    digit_len: int = 1
+    direct_dial: re.Pattern[str] | None = None
+    options: tuple[str, ...] = ()  # the DTMF keys of `on:`
+    max_visits: int = DEFAULT_MAX_VISITS
+    kind: ClassVar[str] = "menu"
+
+
+@dataclass
+class SetNode(Node):
+    values: tuple[tuple[str, Template], ...] = ()
+    channel: bool = False
+    kind: ClassVar[str] = "set"
+
+
+@dataclass
+class RouteRule:
+    mark: Mark
+    caller: re.Pattern[str] | None = None
+    destination: re.Pattern[str] | None = None
+    times: tuple[TimeRange, ...] = ()
+    days: frozenset[int] | None = None
+    dates: tuple[DateRange, ...] = ()
+    in_list: str | None = None
+    not_in_list: str | None = None
+    timezone: str | None = None
+
+
+@dataclass
+class RouteNode(Node):
+    rules: tuple[RouteRule, ...] = ()  # rule i (0-based) leads to edges[f"rule {i + 1}"]
+    timezone: str | None = None
+    kind: ClassVar[str] = "route"
+
+
+@dataclass
+class TransferNode(Node):
+    flow: Located | None = None  # run another flow in-process
+    extension: Template | None = None  # or hand the call back to the switch dialplan
+    context: Template | None = None
+    kind: ClassVar[str] = "transfer"
+
+
+@dataclass
+class HangupNode(Node):
+    cause: str = "NORMAL_CLEARING"
+    kind: ClassVar[str] = "hangup"
+
+
+@dataclass
+class GotoNode(Node):
+    max: int | None = None  # passes to `target` at most this many times per call
+    kind: ClassVar[str] = "goto"
+
+    @property
+    def exit_outcome(self) -> str | None:
+        return "exhausted" if self.max is not None else None
+
+    @property
+    def budgeted_outcomes(self) -> frozenset[str]:
+        return frozenset({"target"}) if self.max is not None else frozenset()
+
+
+@dataclass
+class CallNode(Node):
+    section: str = ""
+    kind: ClassVar[str] = "call"
+
+
+@dataclass
+class ReturnNode(Node):
+    kind: ClassVar[str] = "return"
+
+
+NODE_TYPES: dict[str, type[Node]] = {
+    cls.kind: cls
+    for cls in (AnswerNode, PlayNode, SayNode, CollectNode, MenuNode, SetNode, RouteNode,
+                TransferNode, HangupNode, GotoNode, CallNode, ReturnNode)
+}
+
+
+@dataclass
+class Flow:
+    name: str
+    file: str
+    mark: Mark  # where the name is written
+    start: str
+    nodes: dict[str, Node]
+    numbers: tuple[Located, ...] = ()
+    patterns: tuple[tuple[re.Pattern[str], Mark], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Flow({self.name!r}, {self.file!r}, {len(self.nodes)} nodes)"
+
+
+class FlowSet:
+    """All usable flows of a site, and which destination each one answers."""
+
+    def __init__(self, flows: Sequence[Flow] = ()) -> None:
+        self._flows: dict[str, Flow] = {}
+        self._numbers: dict[str, Flow] = {}
+        self._patterns: list[tuple[re.Pattern[str], Flow]] = []
+        for flow in flows:
+            if flow.name in self._flows:
+                raise ValueError(f"flow '{flow.name}' is defined twice")
+            self._flows[flow.name] = flow
+            for number in flow.numbers:
+                if number.value in self._numbers:
+                    raise ValueError(f"number '{number.value}' is claimed by two flows")
+                self._numbers[number.value] = flow
+            self._patterns.extend((pattern, flow) for pattern, _ in flow.patterns)
+
+    def match(self, destination: str) -> tuple[Flow, tuple[str, ...]] | None:
+        """The flow answering `destination`: exact numbers first, then patterns in file order."""
+        flow = self._numbers.get(destination)
+        if flow is not None:
+            return flow, ()
+        for pattern, flow in self._patterns:
+            m = pattern.fullmatch(destination)
+            if m:
+                return flow, tuple(g or "" for g in m.groups())
+        return None
+
+    def get(self, name: str) -> Flow | None:
+        return self._flows.get(name)
+
+    def __getitem__(self, name: str) -> Flow:
+        return self._flows[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._flows
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(self._flows.values())
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    @property
+    def names(self) -> Mapping[str, Flow]:
+        return dict(self._flows)

@@ -1,0 +1,615 @@
+"""YAML flow file → `Flow`, with a diagnostic for every schema problem (never stopping at the first).
+
+Only what one file can tell is checked here: keys, value types, required keys, regexes, time
+conditions, `${...}` syntax, and that input nodes name their `timeout`/`invalid` branches. Graph
+properties (dangling, unreachable, loops, sections) are `graph.py`; what needs other files or the
+site (prompts, site values, lists, flows) is `check.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import zoneinfo
+from collections.abc import Collection
+from typing import Any
+
+from switchctl.config.yamlsrc import Mark, YList, YMap
+
+from .model import (
+    NODE_TYPES,
+    AnswerNode,
+    CallNode,
+    CollectNode,
+    Diagnostic,
+    Edge,
+    Flow,
+    GotoNode,
+    HangupNode,
+    Located,
+    MenuNode,
+    Node,
+    PlayNode,
+    ReturnNode,
+    RouteNode,
+    RouteRule,
+    SayNode,
+    SetNode,
+    TransferNode,
+)
+from .template import Template, TemplateError, parse_template
+from .timecond import parse_dates, parse_days, parse_time_ranges
+
+TOP_KEYS = ("flow", "description", "numbers", "patterns", "start", "nodes")
+INPUT_OUTCOMES = ("timeout", "invalid", "exhausted")
+_DTMF = re.compile(r"[0-9*#]+")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Hangup causes as FreeSWITCH spells them (switch_channel.c CAUSE_CHART); Asterisk maps onto these.
+HANGUP_CAUSES = frozenset("""
+UNSPECIFIED UNALLOCATED_NUMBER NO_ROUTE_TRANSIT_NET NO_ROUTE_DESTINATION CHANNEL_UNACCEPTABLE
+CALL_AWARDED_DELIVERED NORMAL_CLEARING USER_BUSY NO_USER_RESPONSE NO_ANSWER SUBSCRIBER_ABSENT
+CALL_REJECTED NUMBER_CHANGED REDIRECTION_TO_NEW_DESTINATION EXCHANGE_ROUTING_ERROR
+DESTINATION_OUT_OF_ORDER INVALID_NUMBER_FORMAT FACILITY_REJECTED RESPONSE_TO_STATUS_ENQUIRY
+NORMAL_UNSPECIFIED NORMAL_CIRCUIT_CONGESTION NETWORK_OUT_OF_ORDER NORMAL_TEMPORARY_FAILURE
+SWITCH_CONGESTION ACCESS_INFO_DISCARDED REQUESTED_CHAN_UNAVAIL PRE_EMPTED FACILITY_NOT_SUBSCRIBED
+OUTGOING_CALL_BARRED INCOMING_CALL_BARRED BEARERCAPABILITY_NOTAUTH BEARERCAPABILITY_NOTAVAIL
+SERVICE_UNAVAILABLE BEARERCAPABILITY_NOTIMPL CHAN_NOT_IMPLEMENTED FACILITY_NOT_IMPLEMENTED
+SERVICE_NOT_IMPLEMENTED INVALID_CALL_REFERENCE INCOMPATIBLE_DESTINATION INVALID_MSG_UNSPECIFIED
+MANDATORY_IE_MISSING MESSAGE_TYPE_NONEXIST WRONG_MESSAGE IE_NONEXIST INVALID_IE_CONTENTS
+WRONG_CALL_STATE RECOVERY_ON_TIMER_EXPIRE MANDATORY_IE_LENGTH_ERROR PROTOCOL_ERROR INTERWORKING
+ORIGINATOR_CANCEL CRASH SYSTEM_SHUTDOWN LOSE_RACE MANAGER_REQUEST BLIND_TRANSFER
+ATTENDED_TRANSFER ALLOTTED_TIMEOUT USER_CHALLENGE MEDIA_TIMEOUT PICKED_OFF USER_NOT_REGISTERED
+PROGRESS_TIMEOUT GATEWAY_DOWN
+""".split())
+
+# Keys each node type accepts besides `type` (the schema; docs/FLOWS.md documents each).
+NODE_KEYS: dict[str, tuple[str, ...]] = {
+    "answer": ("next",),
+    "play": ("prompts", "next"),
+    "say": ("value", "kind", "language", "next"),
+    "collect": ("prompt", "min_digits", "max_digits", "timeout", "inter_digit_timeout",
+                "terminators", "pattern", "tries", "invalid_prompt", "var", "max_visits",
+                "next", "on"),
+    "menu": ("greeting", "short_greeting", "invalid_sound", "exit_sound", "timeout",
+             "inter_digit_timeout", "max_failures", "max_timeouts", "digit_len", "direct_dial",
+             "max_visits", "on"),
+    "set": ("vars", "channel", "next"),
+    "route": ("rules", "default", "timezone"),
+    "transfer": ("flow", "extension", "context"),
+    "hangup": ("cause",),
+    "goto": ("target", "max", "on"),
+    "call": ("section", "next"),
+    "return": (),
+}
+RULE_KEYS = ("caller", "destination", "time", "days", "dates", "in_list", "not_in_list",
+             "timezone", "next")
+_MISSING = object()
+
+
+def suggestion(word: str, options: Collection[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"'{value}'"
+
+
+def valid_timezone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+class _Fields:
+    """Typed reads of one YAML mapping; every problem becomes a diagnostic, never an exception."""
+
+    def __init__(self, diags: list[Diagnostic], m: YMap, what: str, at: Mark) -> None:
+        self.diags = diags
+        self.m = m
+        self.what = what  # e.g. "menu 'main'"
+        self.at = at  # where "missing key" problems are reported
+        self.allowed: Collection[str] = ()
+
+    def error(self, mark: Mark, message: str) -> None:
+        self.diags.append(Diagnostic(mark, message))
+
+    def check_keys(self, allowed: Collection[str]) -> None:
+        self.allowed = allowed
+        for key in self.m:
+            if key not in allowed:
+                hint = suggestion(key, allowed) or (
+                    f" (known keys: {', '.join(sorted(allowed))})" if allowed else ""
+                )
+                self.error(self.m.key_mark(key), f"{self.what} has unknown key '{key}'{hint}")
+
+    def _misspelled(self, key: str) -> bool:
+        """Is `key` present under a misspelling already reported as "did you mean"?"""
+        return any(k not in self.allowed and suggestion(k, self.allowed) == f" (did you mean '{key}'?)"
+                   for k in self.m)
+
+    def _raw(self, key: str, required: bool) -> Any:
+        if key not in self.m:
+            if required and not self._misspelled(key):
+                self.error(self.at, f"{self.what} is missing required key '{key}'")
+            return _MISSING
+        return self.m[key]
+
+    def bad(self, key: str, expected: str) -> None:
+        value = self.m[key]
+        self.error(self.m.mark_of(key), f"{self.what}: '{key}' must be {expected}, got {_describe(value)}")
+
+    def text(self, key: str, *, required: bool = False, allow_number: bool = False) -> str | None:
+        value = self._raw(key, required)
+        if value is _MISSING:
+            return None
+        if allow_number and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str) or not value:
+            self.bad(key, "text")
+            return None
+        return value
+
+    def template(self, node: Node, key: str, *, required: bool = False, allow_number: bool = False,
+                 value: Any = _MISSING, mark: Mark | None = None) -> Template | None:
+        text = self.text(key, required=required, allow_number=allow_number) if value is _MISSING else value
+        if text is None:
+            return None
+        mark = mark or self.m.mark_of(key)
+        try:
+            tpl = parse_template(text)
+        except TemplateError as exc:
+            self.error(mark, f"{self.what}: {exc}")
+            return None
+        node.templates.append((tpl, mark))
+        return tpl
+
+    def prompt(self, node: Node, key: str, *, required: bool = False) -> Template | None:
+        tpl = self.template(node, key, required=required)
+        if tpl is not None:
+            node.prompts.append((tpl, self.m.mark_of(key)))
+        return tpl
+
+    def prompts(self, node: Node, key: str, *, required: bool = False) -> tuple[Template, ...]:
+        value = self._raw(key, required)
+        if value is _MISSING:
+            return ()
+        if isinstance(value, str):
+            one = self.prompt(node, key)
+            return (one,) if one else ()
+        if not isinstance(value, YList) or not value:
+            self.bad(key, "a prompt or a list of prompts")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            mark = value.mark_of(i)
+            if not isinstance(item, str) or not item:
+                self.error(mark, f"{self.what}: each of '{key}' must be a prompt (text), got {_describe(item)}")
+                continue
+            tpl = self.template(node, key, value=item, mark=mark)
+            if tpl is not None:
+                node.prompts.append((tpl, mark))
+                out.append(tpl)
+        return tuple(out)
+
+    def integer(self, key: str, default: int | None, *, minimum: int = 0) -> int | None:
+        value = self._raw(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            self.bad(key, f"a whole number >= {minimum}")
+            return default
+        return value
+
+    def seconds(self, key: str, default: float) -> float:
+        value = self._raw(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 3600:
+            self.bad(key, "a number of seconds (0 < s <= 3600)")
+            return default
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._raw(key, False)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.bad(key, "true or false")
+            return default
+        return value
+
+    def regex(self, key: str, *, required: bool = False) -> re.Pattern[str] | None:
+        text = self.text(key, required=required)
+        return None if text is None else self.compile(text, self.m.mark_of(key))
+
+    def compile(self, text: str, mark: Mark) -> re.Pattern[str] | None:
+        try:
+            return re.compile(text)
+        except re.error as exc:
+            self.error(mark, f"{self.what}: invalid regex '{text}': {exc.msg} at position {exc.pos}")
+            return None
+
+    def edge(self, node: Node, key: str, outcome: str, *, required: bool = False,
+             section: bool = False) -> None:
+        target = self.text(key, required=required)
+        if target is not None:
+            node.edges[outcome] = Edge(outcome, target, self.m.mark_of(key), section)
+
+    def sub(self, key: str, what: str) -> _Fields | None:
+        """The mapping under `key`, as fields of its own (reported as `what`)."""
+        value = self.m.get(key)
+        if not isinstance(value, YMap):
+            self.bad(key, "a mapping")
+            return None
+        return _Fields(self.diags, value, what, self.m.key_mark(key))
+
+
+def _on(f: _Fields, node: Node, allowed: Collection[str], *, keys_are_dtmf: bool = False,
+        required: bool = False) -> None:
+    """Read `on: {outcome: node}` into node.edges."""
+    if f._raw("on", required) is _MISSING:
+        return
+    on = f.sub("on", f.what)
+    if on is None:
+        return
+    for outcome, target in on.m.items():
+        if outcome not in allowed and not (keys_are_dtmf and _DTMF.fullmatch(outcome)):
+            if keys_are_dtmf:
+                hint = suggestion(outcome, allowed) or " (an option is DTMF keys 0-9, * or #)"
+            else:
+                hint = suggestion(outcome, allowed) or f" (outcomes: {', '.join(allowed)})"
+            f.error(on.m.key_mark(outcome), f"{f.what} has no outcome '{outcome}'{hint}")
+            continue
+        if not isinstance(target, str) or not target:
+            f.error(on.m.mark_of(outcome), f"{f.what}: outcome '{outcome}' must name a node, got {_describe(target)}")
+            continue
+        node.edges[outcome] = Edge(outcome, target, on.m.mark_of(outcome))
+
+
+def _require_branches(f: _Fields, node: Node, outcomes: Collection[str]) -> None:
+    where = f.m.mark_of("on") if "on" in f.m else f.at
+    for outcome in outcomes:
+        if outcome not in node.edges:
+            f.error(where, f"{f.what} has no '{outcome}' branch")
+
+
+def _answer(f: _Fields, node: AnswerNode) -> None:
+    f.edge(node, "next", "next", required=True)
+
+
+def _play(f: _Fields, node: PlayNode) -> None:
+    node.prompt_list = f.prompts(node, "prompts", required=True)
+    f.edge(node, "next", "next", required=True)
+
+
+def _say(f: _Fields, node: SayNode) -> None:
+    node.value = f.template(node, "value", required=True, allow_number=True)
+    kind = f.text("kind")
+    if kind is not None:
+        if kind in ("number", "digits"):
+            node.say_kind = kind
+        else:
+            f.bad("kind", "number or digits")
+    node.language = f.text("language") or "en"
+    f.edge(node, "next", "next", required=True)
+
+
+def _collect(f: _Fields, node: CollectNode) -> None:
+    node.prompt_list = f.prompts(node, "prompt")
+    node.min_digits = f.integer("min_digits", 1, minimum=1) or 1
+    node.max_digits = f.integer("max_digits", node.min_digits, minimum=1) or node.min_digits
+    if node.max_digits < node.min_digits:
+        f.error(f.m.mark_of("max_digits"), f"{f.what}: 'max_digits' ({node.max_digits}) is less than 'min_digits' ({node.min_digits})")
+    node.timeout = f.seconds("timeout", 5.0)
+    node.inter_digit_timeout = f.seconds("inter_digit_timeout", 3.0)
+    if "terminators" in f.m:
+        term = f.m["terminators"]
+        if not isinstance(term, str) or (term and not _DTMF.fullmatch(term)):
+            f.bad("terminators", "DTMF keys such as \"#\" (quote it: # starts a YAML comment) or \"\"")
+        else:
+            node.terminators = term
+    if "pattern" in f.m:
+        regex = f.regex("pattern")
+        node.pattern = regex.pattern if regex else None
+    node.tries = f.integer("tries", 3, minimum=1) or 3
+    node.invalid_prompt = f.prompt(node, "invalid_prompt")
+    var = f.text("var")
+    if var is not None:
+        if _IDENT.fullmatch(var):
+            node.var = var
+            node.defines.append(Located(var, f.m.mark_of("var")))
+        else:
+            f.bad("var", "a variable name (letters, digits, _)")
+    node.max_visits = f.integer("max_visits", node.max_visits, minimum=1) or node.max_visits
+    f.edge(node, "next", "next", required=True)
+    _on(f, node, INPUT_OUTCOMES)
+    _require_branches(f, node, ("timeout", "invalid"))
+
+
+def _menu(f: _Fields, node: MenuNode) -> None:
+    node.greeting = f.prompt(node, "greeting", required=True)
+    node.short_greeting = f.prompt(node, "short_greeting")
+    node.invalid_sound = f.prompt(node, "invalid_sound")
+    node.exit_sound = f.prompt(node, "exit_sound")
+    node.timeout = f.seconds("timeout", 5.0)
+    node.inter_digit_timeout = f.seconds("inter_digit_timeout", 2.0)
+    node.max_failures = f.integer("max_failures", 3, minimum=1) or 3
+    node.max_timeouts = f.integer("max_timeouts", 3, minimum=1) or 3
+    node.max_visits = f.integer("max_visits", node.max_visits, minimum=1) or node.max_visits
+    _on(f, node, INPUT_OUTCOMES, keys_are_dtmf=True, required=True)
+    node.options = tuple(o for o in node.edges if o not in INPUT_OUTCOMES)
+    if "direct_dial" in f.m:
+        dd = f.sub("direct_dial", f"direct_dial of {f.what}")
+        if dd is not None:
+            dd.check_keys(("pattern", "next"))
+            node.direct_dial = dd.regex("pattern", required=True)
+            if node.direct_dial is not None:
+                node.regex_groups = node.direct_dial.groups
+            dd.edge(node, "next", "direct_dial", required=True)
+    longest = max((len(o) for o in node.options), default=1)
+    if node.direct_dial is not None and "digit_len" not in f.m:
+        f.error(f.at, f"{f.what} is missing required key 'digit_len' (needed with 'direct_dial')")
+    node.digit_len = f.integer("digit_len", longest, minimum=1) or longest
+    if "on" in f.m and isinstance(f.m["on"], YMap):
+        on = f.m["on"]
+        for option in node.options:
+            if len(option) > node.digit_len:
+                f.error(on.key_mark(option), f"{f.what}: option '{option}' is longer than 'digit_len' ({node.digit_len})")
+    if "on" in f.m and not node.options and node.direct_dial is None:
+        f.error(f.m.mark_of("on"), f"{f.what} has no options (DTMF keys under 'on:')")
+    if "on" in f.m:
+        _require_branches(f, node, ("timeout", "invalid"))
+
+
+def _set(f: _Fields, node: SetNode) -> None:
+    values = []
+    if f._raw("vars", True) is not _MISSING:
+        sub = f.sub("vars", f.what)
+        if sub is not None and not sub.m:
+            f.bad("vars", "a non-empty mapping of name: value")
+        if sub is not None:
+            for name, value in sub.m.items():
+                mark = sub.m.mark_of(name)
+                if not _IDENT.fullmatch(name):
+                    f.error(sub.m.key_mark(name), f"{f.what}: '{name}' is not a variable name (letters, digits, _)")
+                    continue
+                if isinstance(value, bool):
+                    value = "true" if value else "false"
+                elif isinstance(value, (int, float)):
+                    value = str(value)
+                elif not isinstance(value, str):
+                    f.error(mark, f"{f.what}: value of '{name}' must be text or a number, got {_describe(value)}")
+                    continue
+                tpl = f.template(node, name, value=value, mark=mark)
+                if tpl is not None:
+                    values.append((name, tpl))
+                    node.defines.append(Located(name, sub.m.key_mark(name)))
+    node.values = tuple(values)
+    node.channel = f.boolean("channel", False)
+    f.edge(node, "next", "next", required=True)
+
+
+def _timezone(f: _Fields) -> str | None:
+    tz = f.text("timezone")
+    if tz is not None and not valid_timezone(tz):
+        f.error(f.m.mark_of("timezone"), f"{f.what}: unknown timezone '{tz}' (use an IANA name such as 'Europe/Paris')")
+        return None
+    return tz
+
+
+def _rule(f: _Fields, node: RouteNode, index: int, raw: Any, mark: Mark) -> RouteRule | None:
+    if not isinstance(raw, YMap):
+        f.error(mark, f"{f.what}: rule {index} must be a mapping with conditions and 'next', got {_describe(raw)}")
+        return None
+    r = _Fields(f.diags, raw, f"rule {index} of {f.what}", mark)
+    r.check_keys(RULE_KEYS)
+    rule = RouteRule(mark)
+    rule.caller = r.regex("caller")
+    rule.destination = r.regex("destination")
+    groups = (rule.destination or rule.caller)
+    if groups is not None:
+        node.regex_groups = max(node.regex_groups, groups.groups)
+    for key in ("time", "days", "dates"):
+        if key in raw:
+            value = raw[key]
+            try:
+                if key == "dates":
+                    rule.dates = parse_dates(value)
+                elif not isinstance(value, (str, list)):
+                    raise ValueError(f"expected text or a list, got {_describe(value)}")
+                elif key == "time":
+                    rule.times = parse_time_ranges(value)
+                else:
+                    rule.days = parse_days(value)
+            except ValueError as exc:
+                r.error(raw.mark_of(key), f"{r.what}: bad '{key}': {exc}")
+    for key in ("in_list", "not_in_list"):
+        name = r.text(key)
+        if name is not None:
+            setattr(rule, key, name)
+            node.list_refs.append(Located(name, raw.mark_of(key)))
+    rule.timezone = _timezone(r)
+    r.edge(node, "next", f"rule {index}", required=True)
+    return rule
+
+
+def _route(f: _Fields, node: RouteNode) -> None:
+    rules = []
+    raw_rules = f._raw("rules", True)
+    if raw_rules is not _MISSING:
+        if not isinstance(raw_rules, YList) or not raw_rules:
+            f.bad("rules", "a non-empty list of rules")
+        else:
+            for i, raw in enumerate(raw_rules):
+                rule = _rule(f, node, i + 1, raw, raw_rules.mark_of(i))
+                if rule is not None:
+                    rules.append(rule)
+    node.rules = tuple(rules)
+    node.timezone = _timezone(f)
+    f.edge(node, "default", "default", required=True)
+
+
+def _transfer(f: _Fields, node: TransferNode) -> None:
+    has_flow, has_ext = "flow" in f.m, "extension" in f.m
+    if has_flow == has_ext:
+        f.error(f.at, f"{f.what} needs exactly one of 'flow' (another flow) or 'extension' (the switch dialplan)")
+    if has_flow:
+        name = f.text("flow")
+        if name is not None:
+            node.flow = Located(name, f.m.mark_of("flow"))
+        if "context" in f.m:
+            f.error(f.m.key_mark("context"), f"{f.what}: 'context' only applies to 'extension'")
+    if has_ext:
+        node.extension = f.template(node, "extension", allow_number=True)
+        node.context = f.template(node, "context")
+
+
+def _hangup(f: _Fields, node: HangupNode) -> None:
+    cause = f.text("cause")
+    if cause is not None:
+        if cause in HANGUP_CAUSES:
+            node.cause = cause
+        else:
+            hint = suggestion(cause, HANGUP_CAUSES) or " (use a Q.850 name such as NORMAL_CLEARING, USER_BUSY, CALL_REJECTED)"
+            f.error(f.m.mark_of("cause"), f"{f.what}: unknown hangup cause '{cause}'{hint}")
+
+
+def _goto(f: _Fields, node: GotoNode) -> None:
+    f.edge(node, "target", "target", required=True)
+    node.max = f.integer("max", None, minimum=1)
+    _on(f, node, ("exhausted",))
+    if node.max is not None:
+        _require_branches(f, node, ("exhausted",))
+    elif "max" not in f.m and "exhausted" in node.edges:
+        f.error(f.m.mark_of("on"), f"{f.what} has an 'exhausted' branch but no 'max'")
+
+
+def _call(f: _Fields, node: CallNode) -> None:
+    f.edge(node, "section", "section", required=True, section=True)
+    node.section = node.target("section") or ""
+    f.edge(node, "next", "next", required=True)
+
+
+def _return(f: _Fields, node: ReturnNode) -> None:
+    pass
+
+
+_PARSERS = {
+    "answer": _answer, "play": _play, "say": _say, "collect": _collect, "menu": _menu,
+    "set": _set, "route": _route, "transfer": _transfer, "hangup": _hangup, "goto": _goto,
+    "call": _call, "return": _return,
+}
+
+
+def _generic_edges(diags: list[Diagnostic], raw: YMap, node: Node) -> None:
+    """Edges of a node whose type is broken, so one typo does not cascade into 'unreachable'."""
+    for key in ("next", "target", "default", "section"):
+        if isinstance(raw.get(key), str):
+            node.edges[key] = Edge(key, raw[key], raw.mark_of(key), key == "section")
+    on = raw.get("on")
+    if isinstance(on, YMap):
+        for outcome, target in on.items():
+            if isinstance(target, str):
+                node.edges[outcome] = Edge(outcome, target, on.mark_of(outcome))
+
+
+def parse_node(diags: list[Diagnostic], node_id: str, raw: Any, id_mark: Mark, value_mark: Mark) -> Node:
+    if not isinstance(raw, YMap):
+        diags.append(Diagnostic(value_mark, f"node '{node_id}' must be a mapping with a 'type', got {_describe(raw)}"))
+        return Node(node_id, id_mark)
+    kind = raw.get("type", _MISSING)
+    if kind is _MISSING or not isinstance(kind, str) or kind not in NODE_TYPES:
+        if kind is _MISSING:
+            diags.append(Diagnostic(id_mark, f"node '{node_id}' is missing required key 'type'"))
+        else:
+            hint = suggestion(str(kind), NODE_TYPES) or f" (types: {', '.join(NODE_TYPES)})"
+            diags.append(Diagnostic(raw.mark_of("type"), f"node '{node_id}' has unknown type {_describe(kind)}{hint}"))
+        node = Node(node_id, id_mark)
+        _generic_edges(diags, raw, node)
+        return node
+    node = NODE_TYPES[kind](node_id, id_mark)
+    f = _Fields(diags, raw, f"{kind} '{node_id}'", id_mark)
+    f.check_keys(("type", *NODE_KEYS[kind]))
+    _PARSERS[kind](f, node)
+    return node
+
+
+def parse_flow(data: Any, file: str, diags: list[Diagnostic]) -> Flow | None:
+    """Build one flow from a loaded YAML document; None when it is too broken to check further."""
+    if data is None:
+        diags.append(Diagnostic(Mark(file, 1, 1), "the file is empty (a flow needs 'flow' and 'nodes')"))
+        return None
+    if not isinstance(data, YMap):
+        diags.append(Diagnostic(getattr(data, "mark", Mark(file, 1, 1)), "a flow file must be a mapping with 'flow' and 'nodes'"))
+        return None
+    f = _Fields(diags, data, "flow", data.mark)
+    f.check_keys(TOP_KEYS)
+    name = f.text("flow", required=True)
+    if name is not None and not _NAME.fullmatch(name):
+        f.error(data.mark_of("flow"), f"flow name '{name}' may only use letters, digits, '_', '.' and '-'")
+    if name is not None:
+        f.what = f"flow '{name}'"
+    f.text("description")
+
+    numbers: list[Located] = []
+    raw_numbers = data.get("numbers", _MISSING)
+    if raw_numbers is not _MISSING:
+        if not isinstance(raw_numbers, YList):
+            f.bad("numbers", "a list of numbers (quoted, e.g. [\"9000\"])")
+        else:
+            for i, number in enumerate(raw_numbers):
+                mark = raw_numbers.mark_of(i)
+                if not isinstance(number, str) or not number or any(c.isspace() for c in number):
+                    f.error(mark, f"{f.what}: a number must be quoted text without spaces (\"9000\"), got {_describe(number)}")
+                elif any(n.value == number for n in numbers):
+                    f.error(mark, f"{f.what}: number '{number}' is listed twice")
+                else:
+                    numbers.append(Located(number, mark))
+    patterns: list[tuple[re.Pattern[str], Mark]] = []
+    raw_patterns = data.get("patterns", _MISSING)
+    if raw_patterns is not _MISSING:
+        if not isinstance(raw_patterns, YList):
+            f.bad("patterns", "a list of regular expressions")
+        else:
+            for i, text in enumerate(raw_patterns):
+                mark = raw_patterns.mark_of(i)
+                if not isinstance(text, str) or not text:
+                    f.error(mark, f"{f.what}: a pattern must be a regular expression (text), got {_describe(text)}")
+                    continue
+                compiled = f.compile(text, mark)
+                if compiled is not None:
+                    patterns.append((compiled, mark))
+
+    nodes: dict[str, Node] = {}
+    raw_nodes = f._raw("nodes", True)
+    if raw_nodes is not _MISSING and (not isinstance(raw_nodes, YMap) or not raw_nodes):
+        f.bad("nodes", "a non-empty mapping of node id: node")
+    elif isinstance(raw_nodes, YMap):
+        for node_id, raw in raw_nodes.items():
+            nodes[node_id] = parse_node(diags, node_id, raw, raw_nodes.key_mark(node_id), raw_nodes.mark_of(node_id))
+    start = f.text("start")
+    if start is None:
+        start = next(iter(nodes), "")
+    elif nodes and start not in nodes:
+        f.error(data.mark_of("start"), f"{f.what}: start node '{start}' does not exist{suggestion(start, nodes)}")
+    if name is None or not nodes:
+        return None
+    return Flow(name=name, file=file, mark=data.mark_of("flow"), start=start, nodes=nodes,
+                numbers=tuple(numbers), patterns=tuple(patterns))

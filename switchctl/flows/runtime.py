@@ -1,0 +1,374 @@
+"""Drive a live `Call` through a checked flow.
+
+The runtime only uses the `Call` interface, so the same flow behaves the same on every switch. Menu
+and collect retries, greetings, invalid and exit sounds are decided here, one `collect` try at a
+time (a switch's own retry logic, e.g. play_and_get_digits, is never relied upon).
+
+Safety nets that hold even if `check_flows` was skipped: a hard step limit, a call-stack depth
+limit, and per-call budgets on goto/menu/collect. A hangup by the caller (`CallGone`) ends the run
+cleanly; any other failure is logged with the call uuid and node, and the call is hung up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import zoneinfo
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from switchctl.switch.call import Call, CallGone, CollectOutcome, CollectSpec, SayKind
+
+from .model import (
+    AnswerNode,
+    CallNode,
+    CollectNode,
+    Flow,
+    FlowSet,
+    GotoNode,
+    HangupNode,
+    MenuNode,
+    Node,
+    PlayNode,
+    ReturnNode,
+    RouteNode,
+    RouteRule,
+    SayNode,
+    SetNode,
+    TransferNode,
+)
+from .template import Ref, Template
+
+log = logging.getLogger("switchctl.flows")
+
+DEFAULT_STEP_LIMIT = 10_000
+DEFAULT_DEPTH_LIMIT = 32
+ERROR_HANGUP_CAUSE = "NORMAL_TEMPORARY_FAILURE"
+
+
+class FlowRuntimeError(Exception):
+    """The flow cannot go on (step limit, missing branch or flow...): a bug check would catch."""
+
+
+@dataclass
+class FlowTrace:
+    steps: list[tuple[str, str, str]] = field(default_factory=list)  # (flow, node id, outcome)
+    result: str = ""  # "hangup", "transferred", "caller_hangup" or "error"
+    error: str | None = None
+    cause: str | None = None  # hangup cause for "hangup" and "caller_hangup"
+    variables: dict[str, str] = field(default_factory=dict)  # flow variables at the end
+
+    @property
+    def path(self) -> list[str]:
+        """Node ids in the order they ran (handy in tests and `switchctl flow test`)."""
+        return [node for _, node, _ in self.steps]
+
+
+@dataclass
+class _Run:
+    call: Call
+    flow: Flow
+    captures: tuple[str, ...]
+    variables: dict[str, str] = field(default_factory=dict)
+    digits: str = ""
+    visits: Counter[tuple[str, str]] = field(default_factory=Counter)
+    stack: list[tuple[Flow, str]] = field(default_factory=list)
+    result: str | None = None
+    cause: str | None = None
+    jump: str | None = None  # next node chosen by a transfer to a flow or a return
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class FlowRunner:
+    def __init__(
+        self,
+        flowset: FlowSet,
+        *,
+        site_values: Mapping[str, str],
+        lists: Mapping[str, Sequence[str]],
+        clock: Callable[[], dt.datetime] = _utc_now,
+        step_limit: int = DEFAULT_STEP_LIMIT,
+        depth_limit: int = DEFAULT_DEPTH_LIMIT,
+    ) -> None:
+        self.flowset = flowset
+        self.site_values = dict(site_values)
+        self.lists = {name: frozenset(str(v) for v in values) for name, values in lists.items()}
+        self.clock = clock
+        self.step_limit = step_limit
+        self.depth_limit = depth_limit
+
+    async def run(self, call: Call, flow: Flow, captures: Sequence[str] = ()) -> FlowTrace:
+        run = _Run(call, flow, tuple(captures))
+        trace = FlowTrace()
+        node_id = where = flow.start
+        try:
+            while run.result is None:
+                where = node_id
+                if len(trace.steps) >= self.step_limit:
+                    raise FlowRuntimeError(f"step limit ({self.step_limit}) reached")
+                node = run.flow.nodes.get(node_id)
+                if node is None:
+                    raise FlowRuntimeError(f"flow '{run.flow.name}' has no node '{node_id}'")
+                current = run.flow
+                outcome = await self._execute(run, node)
+                trace.steps.append((current.name, node.id, outcome))
+                log.debug("%s/%s -> %s", current.name, node.id, outcome,
+                          extra={"call": call.uuid, "node": node.id})
+                if run.result is None:
+                    node_id = self._successor(run, current, node, outcome)
+        except CallGone as gone:
+            trace.steps.append((run.flow.name, where, "caller_hangup"))
+            run.result, run.cause = "caller_hangup", gone.cause
+            log.info("caller hung up (%s) in flow %s at node %s", gone.cause, run.flow.name, where,
+                     extra={"call": call.uuid, "node": where})
+        except Exception as exc:  # noqa: BLE001 - any failure must end in a hangup, not a stuck call
+            log.exception("flow %s failed at node %s: %s", run.flow.name, where, exc,
+                          extra={"call": call.uuid, "node": where})
+            trace.steps.append((run.flow.name, where, "error"))
+            trace.error = f"{run.flow.name}/{where}: {type(exc).__name__}: {exc}"
+            run.result, run.cause = "error", ERROR_HANGUP_CAUSE
+            await self._hangup_after_error(call, where)
+        trace.result = run.result
+        trace.cause = run.cause
+        trace.variables = dict(run.variables)
+        return trace
+
+    async def _hangup_after_error(self, call: Call, where: str) -> None:
+        try:
+            await call.hangup(ERROR_HANGUP_CAUSE)
+        except CallGone:
+            pass
+        except Exception:  # noqa: BLE001 - already failing; record and give up on this call
+            log.exception("hangup after a flow error failed", extra={"call": call.uuid, "node": where})
+
+    def _successor(self, run: _Run, flow: Flow, node: Node, outcome: str) -> str:
+        if run.jump is not None:  # a transfer to a flow or a return chose the next node itself
+            target, run.jump = run.jump, None
+            return target
+        edge = node.edges.get(outcome)
+        if edge is None:
+            raise FlowRuntimeError(f"{node.kind} '{node.id}' has no branch for outcome '{outcome}'")
+        if isinstance(node, CallNode):
+            if len(run.stack) >= self.depth_limit:
+                raise FlowRuntimeError(f"call stack deeper than {self.depth_limit} sections")
+            run.stack.append((flow, node.target("next") or ""))
+        return edge.target
+
+    # -- values ---------------------------------------------------------------------------------
+
+    def _lookup(self, run: _Run, ref: Ref) -> str:
+        if ref.scope == "call":
+            info = run.call.info
+            return {
+                "caller": info.caller_number,
+                "caller_name": info.caller_name,
+                "destination": info.destination,
+                "uuid": info.uuid,
+                "digits": run.digits,
+            }[ref.name]
+        if ref.scope == "var":
+            return run.variables.get(ref.name, "")
+        if ref.scope == "chan":
+            return run.call.variables.get(ref.name, "")
+        if ref.scope == "site":
+            return self.site_values.get(ref.name, "")
+        index = ref.capture_index
+        return run.captures[index - 1] if index <= len(run.captures) else ""
+
+    def _render(self, run: _Run, tpl: Template) -> str:
+        return tpl.render(lambda ref: self._lookup(run, ref))
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    async def _execute(self, run: _Run, node: Node) -> str:
+        """Run one node; return its outcome (the key of the edge to follow)."""
+        call = run.call
+        if isinstance(node, AnswerNode):
+            await call.answer()
+            return "next"
+        if isinstance(node, PlayNode):
+            await call.play([self._render(run, p) for p in node.prompt_list])
+            return "next"
+        if isinstance(node, SayNode):
+            assert node.value is not None
+            await call.say(self._render(run, node.value), SayKind(node.say_kind), node.language)
+            return "next"
+        if isinstance(node, CollectNode):
+            return await self._collect(run, node)
+        if isinstance(node, MenuNode):
+            return await self._menu(run, node)
+        if isinstance(node, SetNode):
+            for name, tpl in node.values:
+                value = self._render(run, tpl)
+                run.variables[name] = value
+                if node.channel:
+                    await call.set_variable(name, value)
+            return "next"
+        if isinstance(node, RouteNode):
+            return self._route(run, node)
+        if isinstance(node, TransferNode):
+            return await self._transfer(run, node)
+        if isinstance(node, HangupNode):
+            await call.hangup(node.cause)
+            run.result, run.cause = "hangup", node.cause
+            return "hangup"
+        if isinstance(node, GotoNode):
+            if node.max is not None:
+                run.visits[(run.flow.name, node.id)] += 1
+                if run.visits[(run.flow.name, node.id)] > node.max:
+                    return "exhausted"
+            return "target"
+        if isinstance(node, CallNode):
+            return "section"
+        if isinstance(node, ReturnNode):
+            if not run.stack:
+                raise FlowRuntimeError(f"return '{node.id}' reached outside a section")
+            run.flow, target = run.stack.pop()
+            run.jump = target
+            return "return"
+        raise FlowRuntimeError(f"node '{node.id}' has no runnable type")
+
+    def _over_budget(self, run: _Run, node: CollectNode | MenuNode) -> bool:
+        key = (run.flow.name, node.id)
+        run.visits[key] += 1
+        return run.visits[key] > node.max_visits
+
+    async def _collect(self, run: _Run, node: CollectNode) -> str:
+        if self._over_budget(run, node):
+            return node.exit_outcome or "timeout"
+        spec = CollectSpec(
+            prompts=[self._render(run, p) for p in node.prompt_list],
+            min_digits=node.min_digits,
+            max_digits=node.max_digits,
+            timeout=node.timeout,
+            inter_digit_timeout=node.inter_digit_timeout,
+            terminators=node.terminators,
+            pattern=node.pattern,
+            invalid_prompt=None,  # played by us, so every switch behaves the same
+        )
+        outcome = "timeout"
+        for _ in range(node.tries):
+            result = await run.call.collect(spec)
+            if result.outcome is CollectOutcome.OK and self._acceptable(node, result.digits):
+                run.digits = result.digits
+                if node.var:
+                    run.variables[node.var] = result.digits
+                return "next"
+            if result.outcome is CollectOutcome.TIMEOUT:
+                outcome = "timeout"
+            else:
+                outcome = "invalid"
+                if node.invalid_prompt is not None:
+                    await run.call.play([self._render(run, node.invalid_prompt)])
+        return outcome
+
+    @staticmethod
+    def _acceptable(node: CollectNode, digits: str) -> bool:
+        """Re-check what the switch accepted: backends differ in how strictly they apply a spec."""
+        if not node.min_digits <= len(digits) <= node.max_digits:
+            return False
+        return node.pattern is None or re.fullmatch(node.pattern, digits) is not None
+
+    async def _menu(self, run: _Run, node: MenuNode) -> str:
+        if self._over_budget(run, node):
+            return node.exit_outcome or "timeout"
+        terminators = "#" if node.digit_len > 1 and "#" not in node.options else ""
+        failures = timeouts = 0
+        first = True
+        while True:
+            greeting = node.greeting if first or node.short_greeting is None else node.short_greeting
+            first = False
+            assert greeting is not None
+            result = await run.call.collect(CollectSpec(
+                prompts=[self._render(run, greeting)],
+                min_digits=1,
+                max_digits=node.digit_len,
+                timeout=node.timeout,
+                inter_digit_timeout=node.inter_digit_timeout,
+                terminators=terminators,
+            ))
+            if result.outcome is CollectOutcome.TIMEOUT:
+                timeouts += 1
+                if timeouts >= node.max_timeouts:
+                    await self._play_optional(run, node.exit_sound)
+                    return "timeout"
+                continue
+            digits = result.digits
+            if result.outcome is CollectOutcome.OK:
+                if digits in node.options:
+                    run.digits = digits
+                    return digits
+                match = node.direct_dial.fullmatch(digits) if node.direct_dial is not None else None
+                if match is not None:
+                    run.digits = digits
+                    run.captures = tuple(g or "" for g in match.groups())
+                    return "direct_dial"
+            failures += 1
+            await self._play_optional(run, node.invalid_sound)
+            if failures >= node.max_failures:
+                await self._play_optional(run, node.exit_sound)
+                return "invalid"
+
+    async def _play_optional(self, run: _Run, prompt: Template | None) -> None:
+        if prompt is not None:
+            await run.call.play([self._render(run, prompt)])
+
+    def _route(self, run: _Run, node: RouteNode) -> str:
+        now = self.clock()
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=dt.timezone.utc)
+        for index, rule in enumerate(node.rules, start=1):
+            captures = self._rule_match(run, node, rule, now)
+            if captures is not None:
+                if captures:
+                    run.captures = captures
+                return f"rule {index}"
+        return "default"
+
+    def _rule_match(self, run: _Run, node: RouteNode, rule: RouteRule, now: dt.datetime) -> tuple[str, ...] | None:
+        """The rule's captures (possibly empty) when it matches, else None."""
+        info = run.call.info
+        captures: tuple[str, ...] = ()
+        for regex, value in ((rule.caller, info.caller_number), (rule.destination, info.destination)):
+            if regex is not None:
+                m = regex.fullmatch(value)
+                if m is None:
+                    return None
+                captures = tuple(g or "" for g in m.groups()) or captures
+        if rule.times or rule.days is not None or rule.dates:
+            tz_name = rule.timezone or node.timezone or self.site_values.get("timezone") or "UTC"
+            local = now.astimezone(zoneinfo.ZoneInfo(tz_name))
+            minute = local.hour * 60 + local.minute
+            if rule.times and not any(r.contains(minute) for r in rule.times):
+                return None
+            if rule.days is not None and local.weekday() not in rule.days:
+                return None
+            if rule.dates and not any(d.contains(local.date()) for d in rule.dates):
+                return None
+        for name, wanted in ((rule.in_list, True), (rule.not_in_list, False)):
+            if name is not None:
+                if name not in self.lists:
+                    raise FlowRuntimeError(f"route '{node.id}': unknown list '{name}'")
+                if (info.caller_number in self.lists[name]) != wanted:
+                    return None
+        return captures
+
+    async def _transfer(self, run: _Run, node: TransferNode) -> str:
+        if node.flow is not None:
+            target = self.flowset.get(node.flow.value)
+            if target is None:
+                raise FlowRuntimeError(f"transfer '{node.id}': flow '{node.flow.value}' is not loaded")
+            run.stack.clear()  # a transfer replaces the running flow; it never returns
+            run.flow = target
+            run.jump = target.start
+            return "flow"
+        assert node.extension is not None
+        context = self._render(run, node.context) if node.context is not None else None
+        await run.call.transfer(self._render(run, node.extension), context)
+        run.result = "transferred"
+        return "transferred"
