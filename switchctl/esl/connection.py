@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ Reply = CommandReply | ApiResponse
 
 READ_CHUNK = 256 * 1024
 DEFAULT_REPLY_TIMEOUT = 10.0
+
+
+# Reaction-latency sampling for bench/flow_cps.py: when set to a list, every command written right
+# after an event was received appends (write time - event time) in seconds. Off (None) in production.
+REACTION_SAMPLES: list[float] | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +80,7 @@ class ESLConnection:
         self._message_handlers: list[MessageHandler] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._last_event_at = 0.0
         loop = asyncio.get_running_loop()
         self.closed: asyncio.Future[ESLError] = loop.create_future()
 
@@ -120,6 +127,9 @@ class ESLConnection:
         self._pending.append(_Pending(description, future))
         self._writer.write(data)
         self.bytes_sent += len(data)
+        if REACTION_SAMPLES is not None and self._last_event_at:
+            REACTION_SAMPLES.append(time.perf_counter() - self._last_event_at)
+            self._last_event_at = 0.0
         log.debug("esl send", extra={"esl_conn": self.name, "esl_command": description[:200]})
         try:
             await self._writer.drain()
@@ -212,13 +222,17 @@ class ESLConnection:
         except asyncio.CancelledError:
             self._shutdown(ConnectionLost(f"{self.name}: closed locally"))
             raise
-        level = logging.DEBUG if self._closing else logging.INFO
+        # A peer closing at the end of a call is the normal end of an outbound session.
+        quiet = self._closing or (isinstance(reason, ConnectionLost) and not reason.truncated)
+        level = logging.DEBUG if quiet else logging.INFO
         log.log(level, "esl connection ended", extra={"esl_conn": self.name, "reason": str(reason)})
         self._shutdown(reason)
 
     def _dispatch(self, message: Message) -> None:
         if isinstance(message, Event):
             self.events_received += 1
+            if REACTION_SAMPLES is not None:
+                self._last_event_at = time.perf_counter()
             for handler in self._event_handlers:
                 try:
                     handler(message)

@@ -213,6 +213,10 @@ class OutboundSession:
             future = self._executes.get(app_uuid)
             if future is not None and not future.done():
                 future.set_result(event)
+            if event.get("Answer-State") == "hangup":
+                # An app cut by the hangup completes with the cause (captures s3, s5): with a
+                # subscription of EXECUTE_COMPLETE alone this is the first word of the hangup.
+                self._mark_hangup(event.get("Hangup-Cause"))
             if event.get("Application") == "socket":
                 # The socket app ends after the hangup; its completion carries the cause and comes
                 # after every other application's completion.

@@ -1,0 +1,216 @@
+"""`switchctl` command line: run, check, render, deploy, flow test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .config.yamlsrc import SourceError
+from .logs import setup_logging
+
+log = logging.getLogger("switchctl.cli")
+
+DEFAULT_SITE = "site.yaml"
+
+
+def _load_site(path: str):
+    from .config.site import load_site
+
+    return load_site(Path(path))
+
+
+def _check(site, *, quiet: bool = False):
+    """Validate the site's flows; returns (flowset, error_count) after printing diagnostics."""
+    from .sitecheck import check_site
+
+    result = check_site(site)
+    errors = 0
+    for diag in result.diagnostics:
+        if diag.severity == "error":
+            errors += 1
+        if not quiet or diag.severity == "error":
+            print(str(diag), file=sys.stderr if diag.severity == "error" else sys.stdout)
+    return result.flows, errors
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    site = _load_site(args.config)
+    flows, errors = _check(site)
+    if errors:
+        print(f"{errors} error(s)", file=sys.stderr)
+        return 1
+    print(f"ok: site '{site.name}', {len(flows)} flow(s)")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .render import render_to
+
+    site = _load_site(args.config)
+    written = render_to(site, Path(args.out))
+    print(f"rendered {len(written)} file(s) into {args.out}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from .esl.inbound import InboundClient
+    from .render import render_freeswitch
+    from .render.deploy import DeployError, deploy
+
+    site = _load_site(args.config)
+    _, errors = _check(site, quiet=True)
+    if errors:
+        print("refusing to deploy: the flows have errors (run switchctl check)", file=sys.stderr)
+        return 1
+    switches = [s for s in site.switches if s.kind == "freeswitch" and (not args.switch or s.name == args.switch)]
+    if not switches:
+        print("no FreeSWITCH switch in the site matches", file=sys.stderr)
+        return 1
+    sw = switches[0]
+    conf_dir = Path(args.conf_dir or sw.conf_dir)
+
+    async def go() -> int:
+        client = InboundClient(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name, events=())
+
+        async def reload() -> str:
+            await client.connect()
+            try:
+                reply = await client.api("reloadxml", check=False)
+                if "[Success]" in reply:
+                    rescan = await client.api("sofia profile internal rescan", check=False)
+                    log.info("sofia rescan", extra={"reply": rescan.strip()})
+                return reply
+            finally:
+                await client.close()
+
+        try:
+            result = await deploy(render_freeswitch(site), conf_dir, reload, force=args.force)
+        except DeployError as exc:
+            print(f"deploy failed, previous configuration restored: {exc}", file=sys.stderr)
+            return 1
+        print(result.summary() if hasattr(result, "summary") else str(result))
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .controller import Controller
+
+    site = _load_site(args.config)
+    flows, errors = _check(site, quiet=True)
+    if errors:
+        print("refusing to start: the flows have errors (run switchctl check)", file=sys.stderr)
+        return 1
+
+    async def go() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        sim = None
+        if args.simulator:
+            from .flowtest import simulator_for_site
+
+            sim = simulator_for_site(site, flows)
+            await sim.start()
+            log.info("FreeSWITCH simulator started", extra={"esl": f"{site.switches[0].esl.host}:{sim.esl_port}"})
+        controller = Controller(site, flows)
+        await controller.start()
+        log.info("controller running", extra={"site": site.name, "flows": len(flows)})
+        if sim is not None:
+            print(
+                "switchctl is running against the FreeSWITCH simulator. In another shell:\n"
+                f"  {Path(sys.argv[0]).name} flow test -c {args.config} --dial 9000 --press 1 --press 9\n"
+                "Stop with Ctrl-C.",
+                flush=True,
+            )
+        await stop.wait()
+        log.info("stopping: waiting for live calls")
+        await controller.stop(grace=args.grace)
+        if sim is not None:
+            await sim.close()
+        log.info("stopped", extra={"calls": controller.stats.calls_finished})
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_flow_test(args: argparse.Namespace) -> int:
+    from .flowtest import run_flow_test
+
+    site = _load_site(args.config)
+    flows, errors = _check(site, quiet=True)
+    if errors:
+        print("the flows have errors (run switchctl check)", file=sys.stderr)
+        return 1
+    report = asyncio.run(
+        run_flow_test(site, flows, flow=args.flow, dial=args.dial, presses=args.press,
+                      caller=args.caller, hangup_after=args.hangup_after)
+    )
+    print(report.text())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchctl", description="Control layer for FreeSWITCH and Asterisk")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_site(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("-c", "--config", default=DEFAULT_SITE, help="site.yaml (default: ./site.yaml)")
+        return sp
+
+    sp = with_site(sub.add_parser("run", help="run the controller"))
+    sp.add_argument("--simulator", action="store_true", help="start the FreeSWITCH simulator as the site's switch")
+    sp.add_argument("--grace", type=float, default=10.0, help="seconds live calls get on SIGTERM")
+    sp.set_defaults(func=cmd_run)
+
+    sp = with_site(sub.add_parser("check", help="validate the site and its call flows"))
+    sp.set_defaults(func=cmd_check)
+
+    sp = with_site(sub.add_parser("render", help="render the FreeSWITCH configuration"))
+    sp.add_argument("--out", required=True, help="output folder")
+    sp.set_defaults(func=cmd_render)
+
+    sp = with_site(sub.add_parser("deploy", help="install the rendered configuration and reload the switch"))
+    sp.add_argument("--conf-dir", help="the switch's configuration folder (default: the site's conf_dir)")
+    sp.add_argument("--switch", help="which switch of the site (default: the first FreeSWITCH)")
+    sp.add_argument("--force", action="store_true", help="reload even when nothing changed")
+    sp.set_defaults(func=cmd_deploy)
+
+    flow = sub.add_parser("flow", help="call-flow tools")
+    fsub = flow.add_subparsers(dest="flow_command", required=True)
+    sp = with_site(fsub.add_parser("test", help="run a flow on the simulator and print the path taken"))
+    sp.add_argument("flow", nargs="?", help="flow name (default: the flow answering --dial)")
+    sp.add_argument("--dial", help="destination number (default: the flow's first number)")
+    sp.add_argument("--press", action="append", default=[],
+                    help="digits pressed at the next prompt that collects digits; '-' presses nothing; repeatable")
+    sp.add_argument("--caller", default="1001", help="caller number")
+    sp.add_argument("--hangup-after", type=float, help="caller hangs up N seconds after answer")
+    sp.set_defaults(func=cmd_flow_test)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    try:
+        return args.func(args)
+    except SourceError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

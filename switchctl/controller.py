@@ -1,0 +1,143 @@
+"""The controller process: serves every switch's outbound socket and holds one inbound connection per switch.
+
+One task per call (the outbound session's handler) runs that call's flow, so a slow or failing call
+never delays another, and the socket readers below never wait for a handler. A lost switch is
+retried by its InboundClient with backoff and a bounded number of log lines; calls on the other
+switches go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config.site import Site, SwitchConfig
+from .esl.errors import ESLError
+from .esl.inbound import InboundClient
+from .esl.outbound import OutboundServer, OutboundSession
+from .features.ivr import IvrFeature
+from .flows import FlowRunner, FlowSet, FlowTrace
+from .switch.freeswitch import CALL_EVENTS, FreeSwitchCall, FreeSwitchSwitch, call_info_from_channel_data
+
+log = logging.getLogger("switchctl.controller")
+
+
+@dataclass
+class ControllerStats:
+    calls_started: int = 0
+    calls_finished: int = 0
+    calls_failed: int = 0
+    active: int = 0
+    esl_bytes_in: int = 0
+    esl_bytes_out: int = 0
+    traces: list[FlowTrace] = field(default_factory=list)
+
+
+class Controller:
+    def __init__(
+        self,
+        site: Site,
+        flows: FlowSet,
+        *,
+        keep_traces: bool = False,
+        on_trace: Callable[[str, FlowTrace | None], None] | None = None,
+    ) -> None:
+        self.site = site
+        self.flows = flows
+        self.runner = FlowRunner(flows, site_values=dict(site.values), lists=dict(site.lists))
+        self.ivr = IvrFeature(flows, self.runner)
+        self.stats = ControllerStats()
+        self.keep_traces = keep_traces
+        self.on_trace = on_trace
+        self.servers: dict[str, OutboundServer] = {}
+        self.clients: dict[str, InboundClient] = {}
+        self.switches: dict[str, FreeSwitchSwitch] = {}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, *, connect_inbound: bool = True) -> None:
+        for sw in self.site.switches:
+            if sw.kind != "freeswitch":
+                log.warning("switch kind not supported yet; skipped", extra={"switch": sw.name, "kind": sw.kind})
+                continue
+            server = OutboundServer(self._handler_for(sw), host=sw.outbound.host, port=sw.outbound.port)
+            await server.start()
+            self.servers[sw.name] = server
+            log.info(
+                "serving outbound socket",
+                extra={"switch": sw.name, "listen": f"{sw.outbound.host}:{server.port}"},
+            )
+            if connect_inbound:
+                client = InboundClient(
+                    sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name,
+                    events=("BACKGROUND_JOB", "RELOADXML"),
+                )
+                self.clients[sw.name] = client
+                self.switches[sw.name] = FreeSwitchSwitch(sw.name, client)
+                self._tasks.append(asyncio.create_task(client.run(self._stop), name=f"inbound-{sw.name}"))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop taking calls, let live calls finish for `grace` seconds, then close everything."""
+        self._stop.set()
+        for server in self.servers.values():
+            await server.close(grace=grace)
+        for client in self.clients.values():
+            await client.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        await self.stop()
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    def _handler_for(self, sw: SwitchConfig):
+        async def handle(session: OutboundSession) -> None:
+            await self.handle_session(session, sw.name)
+
+        return handle
+
+    async def handle_session(self, session: OutboundSession, switch_name: str) -> None:
+        self.stats.calls_started += 1
+        self.stats.active += 1
+        started = time.perf_counter()
+        uuid = "?"
+        trace: FlowTrace | None = None
+        try:
+            data = await session.connect()
+            info = call_info_from_channel_data(data, switch_name)
+            uuid = info.uuid
+            await session.subscribe(CALL_EVENTS)
+            await session.linger()
+            call = FreeSwitchCall(session, info)
+            trace = await self.ivr.on_call(call)
+            if trace is not None and trace.result != "transferred" and call.hangup_cause is None:
+                await call.hangup()
+            if trace is not None and trace.result == "error":
+                self.stats.calls_failed += 1
+        except ESLError as exc:
+            self.stats.calls_failed += 1
+            log.warning("call lost on the event socket", extra={"call": uuid, "switch": switch_name, "error": str(exc)})
+        finally:
+            self.stats.active -= 1
+            self.stats.calls_finished += 1
+            self.stats.esl_bytes_in += session.bytes_received
+            self.stats.esl_bytes_out += session.bytes_sent
+            if self.keep_traces and trace is not None:
+                self.stats.traces.append(trace)
+            if self.on_trace is not None:
+                self.on_trace(uuid, trace)
+            log.debug(
+                "call handled",
+                extra={"call": uuid, "switch": switch_name, "ms": round((time.perf_counter() - started) * 1000, 1)},
+            )
