@@ -47,7 +47,8 @@ class Controller:
     ) -> None:
         self.site = site
         self.flows = flows
-        self.runner = FlowRunner(flows, site_values=dict(site.values), lists=dict(site.lists))
+        self.runner = FlowRunner(flows, site_values=dict(site.values), lists=dict(site.lists),
+                                 sound_dirs=site.sound_dirs)
         self.ivr = IvrFeature(flows, self.runner)
         self.stats = ControllerStats()
         self.keep_traces = keep_traces

@@ -52,18 +52,26 @@ def display_path(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def prompt_exists(prompt: str, sound_dirs: Sequence[Path]) -> bool:
-    """Is `prompt` a file the switch can play: exactly as named, or with a sound extension?"""
+def find_prompt(prompt: str, sound_dirs: Sequence[Path]) -> str | None:
+    """The file the switch should play for `prompt`: builtin streams as they are, a relative name
+    as the absolute path of the first match in `sound_dirs` (as named, or with a sound extension)."""
     if prompt.startswith(BUILTIN_PROMPT_PREFIXES):
-        return True
+        return prompt
     path = Path(prompt)
     candidates = [path] if path.is_absolute() else [Path(d) / path for d in sound_dirs]
     for candidate in candidates:
         if candidate.is_file():
-            return True
-        if any(candidate.with_name(candidate.name + ext).is_file() for ext in SOUND_EXTENSIONS):
-            return True
-    return False
+            return str(candidate.resolve())
+        for ext in SOUND_EXTENSIONS:
+            with_ext = candidate.with_name(candidate.name + ext)
+            if with_ext.is_file():
+                return str(with_ext.resolve())
+    return None
+
+
+def prompt_exists(prompt: str, sound_dirs: Sequence[Path]) -> bool:
+    """Is `prompt` a file the switch can play: exactly as named, or with a sound extension?"""
+    return find_prompt(prompt, sound_dirs) is not None
 
 
 def _load(paths: Sequence[Path], root: Path | None, diags: list[Diagnostic]) -> list[Flow]:

@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import re
 import zoneinfo
+from pathlib import Path
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from .model import (
     SetNode,
     TransferNode,
 )
+from .check import find_prompt
 from .template import Ref, Template
 
 log = logging.getLogger("switchctl.flows")
@@ -94,8 +96,13 @@ class FlowRunner:
         clock: Callable[[], dt.datetime] = _utc_now,
         step_limit: int = DEFAULT_STEP_LIMIT,
         depth_limit: int = DEFAULT_DEPTH_LIMIT,
+        sound_dirs: Sequence[Path] = (),
     ) -> None:
         self.flowset = flowset
+        # Prompts are written relative to the site's sound folders; the switch needs a path it
+        # can open. Resolved once per distinct prompt (the check proved static ones exist).
+        self.sound_dirs = tuple(Path(d) for d in sound_dirs)
+        self._prompt_paths: dict[str, str] = {}
         self.site_values = dict(site_values)
         self.lists = {name: frozenset(str(v) for v in values) for name, values in lists.items()}
         self.clock = clock
@@ -183,6 +190,17 @@ class FlowRunner:
     def _render(self, run: _Run, tpl: Template) -> str:
         return tpl.render(lambda ref: self._lookup(run, ref))
 
+    def _prompt(self, run: _Run, tpl: Template) -> str:
+        text = self._render(run, tpl)
+        path = self._prompt_paths.get(text)
+        if path is None:
+            if not self.sound_dirs:
+                return text
+            path = find_prompt(text, self.sound_dirs) or text  # unknown: let the switch say so
+            if len(self._prompt_paths) < 10_000:
+                self._prompt_paths[text] = path
+        return path
+
     # -- nodes ----------------------------------------------------------------------------------
 
     async def _execute(self, run: _Run, node: Node) -> str:
@@ -192,7 +210,7 @@ class FlowRunner:
             await call.answer()
             return "next"
         if isinstance(node, PlayNode):
-            await call.play([self._render(run, p) for p in node.prompt_list])
+            await call.play([self._prompt(run, p) for p in node.prompt_list])
             return "next"
         if isinstance(node, SayNode):
             assert node.value is not None
@@ -242,7 +260,7 @@ class FlowRunner:
         if self._over_budget(run, node):
             return node.exit_outcome or "timeout"
         spec = CollectSpec(
-            prompts=[self._render(run, p) for p in node.prompt_list],
+            prompts=[self._prompt(run, p) for p in node.prompt_list],
             min_digits=node.min_digits,
             max_digits=node.max_digits,
             timeout=node.timeout,
@@ -264,7 +282,7 @@ class FlowRunner:
             else:
                 outcome = "invalid"
                 if node.invalid_prompt is not None:
-                    await run.call.play([self._render(run, node.invalid_prompt)])
+                    await run.call.play([self._prompt(run, node.invalid_prompt)])
         return outcome
 
     @staticmethod
@@ -285,7 +303,7 @@ class FlowRunner:
             first = False
             assert greeting is not None
             result = await run.call.collect(CollectSpec(
-                prompts=[self._render(run, greeting)],
+                prompts=[self._prompt(run, greeting)],
                 min_digits=1,
                 max_digits=node.digit_len,
                 timeout=node.timeout,
@@ -316,7 +334,7 @@ class FlowRunner:
 
     async def _play_optional(self, run: _Run, prompt: Template | None) -> None:
         if prompt is not None:
-            await run.call.play([self._render(run, prompt)])
+            await run.call.play([self._prompt(run, prompt)])
 
     def _route(self, run: _Run, node: RouteNode) -> str:
         now = self.clock()
