@@ -1,0 +1,367 @@
+"""Outgoing legs: the `bridge` application and the `originate` api (switch_ivr_originate, mod_dptools).
+
+A leg's fate comes from `SimConfig.users` (`user/<id>`, `sofia/<profile>/<id>@host`) or `SimConfig.gateways`
+(`sofia/gateway/<name>/<number>`). Captured outcomes (s3, s6): unregistered user -> USER_NOT_REGISTERED in ~20 ms
+with no B channel; unknown endpoint -> CHAN_NOT_IMPLEMENTED; unreachable -> NORMAL_TEMPORARY_FAILURE (sofia's 503);
+busy -> USER_BUSY (486); `{leg_timeout=N}` -> ALLOTTED_TIMEOUT; `call_timeout` / `{originate_timeout=N}` ->
+NO_ANSWER. A failed bridge hangs the A leg up (before the bridge's EXECUTE_COMPLETE) unless continue_on_fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from switchctl.sim.apps import application
+from switchctl.sim.channel import SimChannel, now_us
+from switchctl.sim.config import GatewayBehaviour, UserBehaviour
+from switchctl.sim.events import ChannelData
+
+if TYPE_CHECKING:
+    from switchctl.sim.engine import FreeSwitchSim
+
+# Signalling latency of a failure the switch decides itself (s3 b4/b5: ~20 ms), in media seconds.
+FAIL_FAST = 0.02
+DEFAULT_ORIGINATE_TIMEOUT = 60
+ORIGINATE_USAGE = ("-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] [<context>] "
+                   "[<cid_name>] [<cid_num>] [<timeout_sec>]\n")
+SIP_CODE = {"USER_BUSY": 486, "CALL_REJECTED": 603, "NO_ANSWER": 487, "ALLOTTED_TIMEOUT": 487,
+            "NORMAL_TEMPORARY_FAILURE": 503, "NORMAL_CLEARING": 200, "ORIGINATOR_CANCEL": 487}
+SIP_PHRASE = {486: "Busy Here", 603: "Decline", 487: "Request Terminated", 503: "Service Unavailable", 200: "OK"}
+
+
+@dataclass
+class Target:
+    dial: str
+    variables: dict[str, str]
+
+
+@dataclass
+class LegOutcome:
+    cause: str  # "SUCCESS" or the failure cause
+    leg: SimChannel | None
+
+
+def parse_dial_string(dial: str) -> tuple[dict[str, str], list[Target]]:
+    """`{a=1,b=2}target1|target2` (sequential) / `,` (simultaneous: tried in order here); `[..]` per target."""
+    global_vars: dict[str, str] = {}
+    dial = dial.strip()
+    if dial.startswith("{"):
+        end = dial.index("}")
+        global_vars = _vars(dial[1:end])
+        dial = dial[end + 1:]
+    targets = []
+    for part in re.split(r"[|,]", dial):
+        part = part.strip()
+        local: dict[str, str] = {}
+        if part.startswith("["):
+            end = part.index("]")
+            local = _vars(part[1:end])
+            part = part[end + 1:]
+        if part:
+            targets.append(Target(part, local))
+    return global_vars, targets
+
+
+def _vars(text: str) -> dict[str, str]:
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name.strip():
+            out[name.strip()] = value
+    return out
+
+
+def _behaviour(sim: "FreeSwitchSim", dial: str) -> tuple[str, UserBehaviour | GatewayBehaviour | None, str]:
+    """(failure cause or "", behaviour, display name of the leg)."""
+    if dial.startswith("error/"):
+        return dial[len("error/"):].upper() or "NORMAL_CLEARING", None, dial
+    if dial.startswith("user/"):
+        user = dial[len("user/"):].split("@", 1)[0]
+        behaviour = sim.config.users.get(user)
+        if behaviour is None:
+            sim.log("WARNING", f"Can't find user [{user}@{sim.config.domain}]")
+            return "SUBSCRIBER_ABSENT", None, dial
+        if not behaviour.registered:
+            return "USER_NOT_REGISTERED", None, dial
+        return "", behaviour, f"sofia/{sim.config.sip_profile}/{user}@{sim.config.domain}"
+    if dial.startswith("sofia/gateway/"):
+        name = dial[len("sofia/gateway/"):].split("/", 1)[0]
+        gateway = sim.config.gateways.get(name)
+        if gateway is None:
+            sim.log("ERR", f"Invalid Gateway '{name}'")
+            return "INVALID_GATEWAY", None, dial
+        if not gateway.reachable:
+            return "NORMAL_TEMPORARY_FAILURE", None, dial
+        return "", gateway, dial
+    if dial.startswith("sofia/"):
+        parts = dial.split("/", 2)
+        user = parts[2].split("@", 1)[0] if len(parts) > 2 else ""
+        behaviour = sim.config.users.get(user)
+        if behaviour is None:
+            # nothing answers there: sofia's own 503 (s3 b5, b5b)
+            return "NORMAL_TEMPORARY_FAILURE", None, dial
+        return "", behaviour, dial
+    return "CHAN_NOT_IMPLEMENTED", None, dial
+
+
+def _new_leg_data(sim: "FreeSwitchSim", name: str, destination: str, *, caller_number: str, caller_name: str,
+                  variables: dict[str, str]) -> ChannelData:
+    uuid = str(uuidlib.uuid4())
+    data = ChannelData(uuid=uuid, name=name, direction="outbound", state="CS_NONE", caller_number=caller_number,
+                       caller_name=caller_name, destination=destination, context=sim.config.context,
+                       created_us=now_us(), profile_created_us=now_us(), network_addr=sim.config.domain)
+    data.variables.update({"direction": "outbound", "uuid": uuid, "call_uuid": uuid, "channel_name": name,
+                           "is_outbound": "true"})
+    data.variables.update(variables)
+    return data
+
+
+async def originate_leg(sim: "FreeSwitchSim", dial: str, *, a_leg: SimChannel | None,
+                        extra_vars: dict[str, str] | None = None) -> LegOutcome:
+    """Create and ring one outgoing leg until it answers (SUCCESS), fails, or times out."""
+    global_vars, targets = parse_dial_string(dial)
+    if not targets:
+        return LegOutcome("DESTINATION_OUT_OF_ORDER", None)
+    outcome = LegOutcome("NORMAL_TEMPORARY_FAILURE", None)
+    for target in targets:  # `|` failover: next target only after a failure
+        outcome = await _try_target(sim, target, {**(extra_vars or {}), **global_vars, **target.variables},
+                                    a_leg=a_leg)
+        if outcome.cause == "SUCCESS" or (a_leg is not None and a_leg.hungup):
+            break
+    return outcome
+
+
+async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str, str], *,
+                      a_leg: SimChannel | None) -> LegOutcome:
+    speed = sim.config.media_speed
+    cause, behaviour, name = _behaviour(sim, target.dial)
+    if cause:
+        await asyncio.sleep(FAIL_FAST / speed)
+        return LegOutcome(cause, None)
+    refused = sim.admit_session()
+    if refused is not None:
+        sim.log("CRIT", refused)
+        return LegOutcome("NORMAL_TEMPORARY_FAILURE", None)
+    assert behaviour is not None
+    a_vars = a_leg.vars if a_leg is not None else {}
+    leg_timeout = variables.get("leg_timeout")
+    call_timeout = variables.get("originate_timeout") or a_vars.get("call_timeout") or variables.get("call_timeout")
+    timeout_cause = "ALLOTTED_TIMEOUT" if leg_timeout else "NO_ANSWER"
+    timeout = float(leg_timeout or call_timeout or DEFAULT_ORIGINATE_TIMEOUT)
+    caller_number = variables.get("origination_caller_id_number") or (
+        a_leg.data.caller_number if a_leg is not None else "0000000000")
+    caller_name = variables.get("origination_caller_id_name") or (
+        a_leg.data.caller_name if a_leg is not None else "FreeSWITCH")
+    exported = dict(a_leg.exported) if a_leg is not None else {}
+    data = _new_leg_data(sim, name, target.dial.rsplit("/", 1)[-1].split("@", 1)[0], caller_number=caller_number,
+                         caller_name=caller_name, variables={**exported, **{
+                             k: v for k, v in variables.items() if not k.startswith("origination_")}})
+    leg = SimChannel(sim, data)
+    sim.register_channel(leg)
+    # s3 b1 monitor, B leg: CHANNEL_OUTGOING (CS_NONE) before CHANNEL_CREATE, then CHANNEL_ORIGINATE
+    leg.fire("CHANNEL_OUTGOING")
+    sim.set_state(leg, "CS_INIT")
+    leg.fire("CHANNEL_CREATE")
+    leg.fire("CHANNEL_ORIGINATE")
+    sim.set_state(leg, "CS_ROUTING")
+    sim.set_state(leg, "CS_CONSUME_MEDIA")
+    if a_leg is not None:
+        a_leg.set_callstate("RING_WAIT")
+    if getattr(behaviour, "early_media", False):
+        leg.pre_answer()  # 183 + SDP
+    else:
+        leg.data.progress_us = now_us()
+        leg.fire("CHANNEL_PROGRESS")  # 180 Ringing
+    if getattr(behaviour, "busy", False):
+        fail = "USER_BUSY"
+    elif getattr(behaviour, "reject", False):
+        fail = "CALL_REJECTED"
+    else:
+        fail = ""
+    if fail:
+        await asyncio.sleep(FAIL_FAST / speed)
+        await _fail_leg(sim, leg, fail)
+        return LegOutcome(fail, leg)
+    answer_after = behaviour.answer_after
+    if getattr(behaviour, "early_media", False):
+        # Bridged at early media: originate returns on the 183, A gets PROGRESS_MEDIA + CHANNEL_BRIDGE before
+        # the B leg's 200 (s3 b6; b1 bridged 20 ms after the bridge started although B answered 1 s later)
+        sim.spawn(_answer_later(leg, answer_after, behaviour.hangup_after))
+        return LegOutcome("SUCCESS", leg)
+    ring = timeout if answer_after is None else min(answer_after, timeout)
+
+    if a_leg is not None:
+        a_leg.linked.add(leg)  # the A leg's hangup / transfer must wake the ringing leg
+    try:
+        woke = await leg.wait(ring, until=lambda: a_leg is not None and (
+            a_leg.hungup or a_leg.transfer_to is not None))
+    finally:
+        if a_leg is not None:
+            a_leg.linked.discard(leg)
+    if woke == "until" or (a_leg is not None and a_leg.hungup):
+        await _fail_leg(sim, leg, "ORIGINATOR_CANCEL")
+        return LegOutcome("ORIGINATOR_CANCEL", leg)
+    if woke == "hangup":
+        return LegOutcome(leg.data.hangup_cause or "NORMAL_CLEARING", leg)
+    if answer_after is None or answer_after > timeout:
+        # FreeSWITCH CANCELs the leg: the phone answers 487 (s3 b3: B leg sip_invite_failure_status 487)
+        leg.set_var("sip_invite_failure_status", "487")
+        await _fail_leg(sim, leg, timeout_cause)
+        return LegOutcome(timeout_cause, leg)
+    leg.mark_answered()
+    hangup_after = behaviour.hangup_after
+    if hangup_after is not None:
+        sim.spawn(_hangup_later(leg, hangup_after))
+    return LegOutcome("SUCCESS", leg)
+
+
+async def _answer_later(leg: SimChannel, answer_after: float | None, hangup_after: float | None) -> None:
+    if answer_after is None:
+        return
+    if await leg.wait(answer_after) != "done":
+        return
+    leg.mark_answered()
+    if hangup_after is not None:
+        await _hangup_later(leg, hangup_after)
+
+
+async def _hangup_later(leg: SimChannel, media_seconds: float) -> None:
+    await asyncio.sleep(media_seconds / leg.sim.config.media_speed)
+    leg.set_var("sip_hangup_phrase", "OK")
+    leg.hangup("NORMAL_CLEARING", kind="caller", by="callee")
+
+
+async def _fail_leg(sim: "FreeSwitchSim", leg: SimChannel, cause: str) -> None:
+    code = SIP_CODE.get(cause)
+    if code:
+        leg.set_var("sip_hangup_phrase", SIP_PHRASE.get(code, ""))
+        leg.set_var("last_bridge_proto_specific_hangup_cause", f"sip:{code}")
+    leg.hangup(cause, kind="session", by="callee")
+    sim.spawn(sim.report_and_destroy(leg))
+
+
+def _dialstatus(cause: str) -> str:
+    """switch_ivr_originate.c: DIALSTATUS from the failure cause."""
+    return {"SUCCESS": "SUCCESS", "ORIGINATOR_CANCEL": "CANCEL", "USER_BUSY": "BUSY", "NO_ANSWER": "NOANSWER",
+            "DESTINATION_OUT_OF_ORDER": "INVALIDARGS", "INVALID_PROFILE": "INVALIDARGS",
+            "CALL_REJECTED": "DONTCALL"}.get(cause, cause)
+
+
+@application("bridge")
+async def app_bridge(ch: SimChannel, arg: str) -> None:
+    sim = ch.sim
+    outcome = await originate_leg(sim, arg, a_leg=ch)
+    leg = outcome.leg
+    ch.set_var("originate_disposition", outcome.cause)
+    ch.set_var("DIALSTATUS", _dialstatus(outcome.cause))
+    if leg is not None:
+        ch.set_var("originated_legs", f"{leg.uuid};Outbound Call;{leg.data.destination}")
+        ch.set_var("originate_causes", f"{leg.uuid};{'NONE' if outcome.cause == 'SUCCESS' else outcome.cause}")
+    if outcome.cause != "SUCCESS" or leg is None:
+        ch.set_var("originate_failed_cause", outcome.cause)
+        if leg is not None:
+            ch.set_var("last_bridge_hangup_cause", outcome.cause)
+            proto = leg.vars.get("last_bridge_proto_specific_hangup_cause")
+            if proto:
+                ch.set_var("last_bridge_proto_specific_hangup_cause", proto)
+            if leg.vars.get("sip_hangup_phrase"):
+                ch.set_var("sip_hangup_phrase", leg.vars["sip_hangup_phrase"])
+        if ch.ready:
+            continue_on_fail = ch.vars.get("continue_on_fail", "")
+            if not (continue_on_fail.lower() == "true" or outcome.cause in continue_on_fail.split(",")):
+                # s3 b2/b4/b5: the A leg is hung up with the B cause, CHANNEL_HANGUP before EXECUTE_COMPLETE
+                ch.hangup(outcome.cause, kind="session")
+        return
+    await bridge_legs(sim, ch, leg)
+
+
+async def bridge_legs(sim: "FreeSwitchSim", a: SimChannel, b: SimChannel) -> None:
+    """switch_ivr_multi_threaded_bridge, seen from the A leg's bridge application."""
+    if not a.ready:
+        b.hangup("ORIGINATOR_CANCEL", kind="external")
+        sim.spawn(sim.report_and_destroy(b))
+        return
+    a.pre_answer()
+    stamp = now_us()
+    a.data.bridged_us = b.data.bridged_us = stamp
+    a.data.other_leg_uuid, b.data.other_leg_uuid = b.uuid, a.uuid
+    a.data.other_type, a.data.other_leg = "originatee", b.data
+    b.data.other_type, b.data.other_leg = "originator", a.data
+    a.bridged_to, b.bridged_to = b, a
+    for name, value in (("last_bridge_to", b.uuid), ("bridge_channel", b.data.name), ("bridge_uuid", b.uuid),
+                        ("signal_bond", b.uuid)):
+        a.set_var(name, value)
+    b.set_var("bridge_uuid", a.uuid)
+    b.set_var("signal_bond", a.uuid)
+    if b.answered:
+        a.mark_answered()
+    bridge_ids = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
+    a.fire("CHANNEL_BRIDGE", bridge_ids)
+    sim.set_state(b, "CS_EXCHANGE_MEDIA")
+    while True:
+        woke = await a.wait(None, until=lambda: b.hungup or (b.answered and not a.answered))
+        if woke == "until" and b.answered and not a.answered and not b.hungup:
+            a.mark_answered()  # early-media bridge: the A leg is answered when B answers (s3 b6)
+            continue
+        break
+    if a.hungup and not b.hungup:
+        b.hangup("NORMAL_CLEARING", kind="external")
+    if a.transfer_to is not None and not b.hungup:
+        b.hangup("NORMAL_CLEARING", kind="external")  # a blind transfer of A drops the B leg here
+    b_cause = b.data.hangup_cause or "NORMAL_CLEARING"
+    a.bridged_to = b.bridged_to = None
+    a.fire("CHANNEL_UNBRIDGE", bridge_ids)
+    a.set_var("last_bridge_hangup_cause", b_cause)
+    a.set_var("bridge_hangup_cause", b_cause)
+    a.set_var("sip_hangup_phrase", b.vars.get("sip_hangup_phrase", "OK"))
+    a.set_var("last_bridge_proto_specific_hangup_cause", f"sip:{SIP_CODE.get(b_cause, 200)}")
+    if not b.destroyed.is_set() and b.task is None:
+        b.task = sim.spawn(sim.report_and_destroy(b))
+    if a.ready and a.vars.get("hangup_after_bridge", "").lower() == "true":
+        a.hangup("NORMAL_CLEARING", kind="session")
+
+
+async def api_originate(sim: "FreeSwitchSim", args: str) -> str:
+    """`originate <url> <exten>|&app(arg) [dialplan] [context] [cid_name] [cid_num] [timeout]`."""
+    argv = args.split()
+    if len(argv) < 2:
+        return ORIGINATE_USAGE
+    dial, destination = argv[0], argv[1]
+    context = argv[3] if len(argv) > 3 else sim.config.context
+    extra: dict[str, str] = {}
+    if len(argv) > 4 and argv[4] != "undef":
+        extra["origination_caller_id_name"] = argv[4]
+    if len(argv) > 5 and argv[5] != "undef":
+        extra["origination_caller_id_number"] = argv[5]
+    if len(argv) > 6:
+        extra["originate_timeout"] = argv[6]
+    outcome = await originate_leg(sim, dial, a_leg=None, extra_vars=extra)
+    if outcome.cause != "SUCCESS" or outcome.leg is None:
+        return f"-ERR {outcome.cause}\n"
+    leg = outcome.leg
+    leg.data.context = context
+    if destination.startswith("&"):
+        found = re.match(r"&([\w:]+)(?:\((.*)\))?$", destination)
+        app, app_arg = (found.group(1), found.group(2) or "") if found else (destination[1:], "")
+        leg.task = sim.spawn(_run_originated_app(sim, leg, app, app_arg))
+    else:
+        leg.data.destination = destination
+        leg.task = sim.spawn(_run_originated_dialplan(sim, leg))
+    return f"+OK {leg.uuid}\n"
+
+
+async def _run_originated_app(sim: "FreeSwitchSim", leg: SimChannel, app: str, arg: str) -> None:
+    sim.set_state(leg, "CS_EXECUTE")
+    await leg.execute(app, arg, None)
+    if leg.ready:
+        leg.hangup("NORMAL_CLEARING", kind="session")
+    await sim.report_and_destroy(leg)
+
+
+async def _run_originated_dialplan(sim: "FreeSwitchSim", leg: SimChannel) -> None:
+    await sim.run_dialplan(leg)
+    await sim.report_and_destroy(leg)
