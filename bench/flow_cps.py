@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import resource
 import statistics
 import sys
@@ -31,6 +32,8 @@ from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from switchctl.aio import run  # noqa: E402  (uvloop when installed, as `switchctl run` uses)
 
 SITE = ROOT / "examples" / "phonebar" / "site.yaml"
 # rates menu, hear the rates, back to the main menu, hear one's own number, hang up at the menu
@@ -48,7 +51,13 @@ def cpu_seconds() -> float:
 
 
 def controller_process(pipe, kind: str) -> None:
-    asyncio.run(_controller_main(pipe, kind))
+    profile_to = os.environ.get("FLOW_CPS_PROFILE")
+    if profile_to and kind == "switchctl":  # profile the controller: FLOW_CPS_PROFILE=out.prof
+        import cProfile
+
+        cProfile.runctx("run(_controller_main(pipe, kind))", globals(), locals(), profile_to)
+        return
+    run(_controller_main(pipe, kind))
 
 
 async def _controller_main(pipe, kind: str) -> None:

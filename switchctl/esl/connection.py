@@ -43,6 +43,9 @@ DEFAULT_REPLY_TIMEOUT = 10.0
 # after an event was received appends (write time - event time) in seconds. Off (None) in production.
 REACTION_SAMPLES: list[float] | None = None
 
+# Commands are small; wait for the socket to drain only past this many buffered bytes.
+DRAIN_ABOVE = 64 * 1024
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -120,9 +123,18 @@ class ESLConnection:
 
     async def send_encoded(self, data: bytes, description: str, *, timeout: float | None = None) -> Reply:
         """Send pre-encoded command bytes; `description` names the command in errors and logs."""
+        future = self.submit(data, description, timeout=timeout)
+        await self.drain()
+        return await future
+
+    def submit(self, data: bytes, description: str, *, timeout: float | None = None) -> asyncio.Future[Reply]:
+        """Write a command now and return the future of its reply, which fails with ReplyTimeout
+        after `timeout` (default: the connection's reply_timeout). Lets a caller chain the reply
+        with what follows it (an execute's completion) without waking up in between."""
         if self.closed.done():
             raise ConnectionLost(f"{self.name}: connection already closed", pending=description)
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Reply] = loop.create_future()
         # Appending and writing happen in the same step, so the FIFO order is the wire order.
         self._pending.append(_Pending(description, future))
         self._writer.write(data)
@@ -130,19 +142,29 @@ class ESLConnection:
         if REACTION_SAMPLES is not None and self._last_event_at:
             REACTION_SAMPLES.append(time.perf_counter() - self._last_event_at)
             self._last_event_at = 0.0
-        log.debug("esl send", extra={"esl_conn": self.name, "esl_command": description[:200]})
-        try:
-            await self._writer.drain()
-        except (ConnectionError, OSError) as exc:
-            self._shutdown(ConnectionLost(f"{self.name}: write failed: {exc}", pending=description))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("esl send", extra={"esl_conn": self.name, "esl_command": description[:200]})
         limit = self.reply_timeout if timeout is None else timeout
-        try:
-            # shield: a timeout must not cancel the future, whose slot stays in the FIFO so the
-            # late reply is consumed there instead of being paired with the next command.
-            return await asyncio.wait_for(asyncio.shield(future), limit)
-        except asyncio.TimeoutError:
-            future.cancel()
-            raise ReplyTimeout(f"{self.name}: no reply to '{description[:80]}' within {limit:g} s") from None
+        # A timer instead of wait_for(shield(...)): the future keeps its slot in the FIFO when it
+        # times out, so a late reply is consumed there instead of being paired with the next command.
+        timer = loop.call_later(limit, self._reply_timed_out, future, description, limit)
+        future.add_done_callback(lambda _f: timer.cancel())
+        return future
+
+    async def drain(self) -> None:
+        """Wait for the socket's write buffer only when it is backed up (the common case is free)."""
+        transport = self._writer.transport
+        if transport is not None and transport.get_write_buffer_size() > DRAIN_ABOVE:
+            try:
+                await self._writer.drain()
+            except (ConnectionError, OSError) as exc:
+                self._shutdown(ConnectionLost(f"{self.name}: write failed: {exc}"))
+
+    def _reply_timed_out(self, future: asyncio.Future[Reply], description: str, limit: float) -> None:
+        if not future.done():
+            future.set_exception(
+                ReplyTimeout(f"{self.name}: no reply to '{description[:80]}' within {limit:g} s")
+            )
 
     # -- closing ----------------------------------------------------------------------------
 

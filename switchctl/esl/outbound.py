@@ -93,10 +93,13 @@ class OutboundSession:
         events: Sequence[str] = ("CHANNEL_EXECUTE_COMPLETE", "DTMF", "CHANNEL_HANGUP"),
         fmt: str = "plain",
     ) -> None:
-        """`event <fmt> <names>` + `filter Unique-ID <uuid>`: the smallest set that still gives
-        execute completions, digits and the hangup (captures s1 v8)."""
-        await self._command(f"event {fmt} {' '.join(events)}")
+        """`filter Unique-ID <uuid>` + `event <fmt> <names>` (captures s1 v8).
+
+        The filter goes first: `event ...` without a filter subscribes this socket to every
+        channel on the switch (s1 v11), so under load other calls' events would pour in between
+        the two commands. Filters are per listener and independent of the subscription."""
         await self._command(f"filter Unique-ID {self._require_uuid()}")
+        await self._command(f"event {fmt} {' '.join(events)}")
 
     async def myevents(self, fmt: str = "plain") -> None:
         await self._command(f"myevents {fmt}")
@@ -116,11 +119,26 @@ class OutboundSession:
         event_uuid = str(uuidlib.uuid4())
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
         self._executes[event_uuid] = future
+        description = f"sendmsg execute {app}"
+
+        def on_reply(reply_future: asyncio.Future) -> None:
+            # The +OK only means "queued"; a refusal or a lost reply fails the completion at once.
+            if future.done() or reply_future.cancelled():
+                return
+            exc = reply_future.exception()
+            if exc is not None:
+                future.set_exception(exc)
+                return
+            reply = reply_future.result()
+            if not isinstance(reply, CommandReply) or not reply.ok:
+                future.set_exception(CommandError(getattr(reply, "reply_text", repr(reply)), f"execute {app}"))
+
         try:
             data = encode_execute(app, arg, event_uuid=event_uuid, uuid=self.uuid, event_lock=event_lock)
-            reply = await self.conn.send_encoded(data, f"sendmsg execute {app}")
-            if not isinstance(reply, CommandReply) or not reply.ok:
-                raise CommandError(getattr(reply, "reply_text", repr(reply)), f"execute {app}")
+            self.conn.submit(data, description).add_done_callback(on_reply)
+            await self.conn.drain()
+            if timeout is None:
+                return await future
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except asyncio.TimeoutError:

@@ -17,7 +17,7 @@ import itertools
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..esl.codec import Event
 from ..esl.errors import ChannelHungUp, CommandError, ConnectionLost, ESLError, ReplyTimeout
@@ -85,6 +85,7 @@ class FreeSwitchCall(Call):
         self.info = info
         self._var_serial = itertools.count(1)
         self._cause: str | None = None
+        self._fresh: Event | None = None
         session.add_event_handler(self._on_event)
 
     # -- state ---------------------------------------------------------------------------------
@@ -93,11 +94,18 @@ class FreeSwitchCall(Call):
     def hangup_cause(self) -> str | None:
         return self._cause
 
+    @property
+    def variables(self) -> Mapping[str, str]:
+        # Every channel event carries all channel variables; fold in only the newest, on demand.
+        if self._fresh is not None:
+            for key, value in self._fresh.headers.items():
+                if key.startswith("variable_"):
+                    self.info.variables[key[9:]] = value
+            self._fresh = None
+        return self.info.variables
+
     def _on_event(self, event: Event) -> None:
-        # Keep our view of channel variables current: every channel event carries them all.
-        for key, value in event.headers.items():
-            if key.startswith("variable_"):
-                self.info.variables[key[9:]] = value
+        self._fresh = event
         if self._cause is None and (event.name == "CHANNEL_HANGUP" or event.get("Answer-State") == "hangup"):
             self._cause = event.get("Hangup-Cause") or "NORMAL_CLEARING"
         elif event.name == "CHANNEL_ANSWER" or event.get("Answer-State") == "answered":
