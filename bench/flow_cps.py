@@ -2,8 +2,7 @@
 
 Two processes: the controller (switchctl's Controller on an outbound socket, exactly as `switchctl
 run` serves calls) and, in this process, the FreeSWITCH simulator placing calls at a fixed rate with
-a caller who walks the whole IVR (main menu -> sub-menu -> rates -> back -> say number -> hangs up
-until the menu gives up). Media and read timeouts run at `--media-speed` times real time so the
+callers who walk the IVR (see WALKS). Media and read timeouts run at `--media-speed` times real time so the
 controller, not the prompts, is what is measured.
 
 Reported per rate step: calls completed/failed, controller CPU time per call (-> calls/s per core),
@@ -36,8 +35,13 @@ sys.path.insert(0, str(ROOT))
 from switchctl.aio import run  # noqa: E402  (uvloop when installed, as `switchctl run` uses)
 
 SITE = ROOT / "examples" / "phonebar" / "site.yaml"
-# rates menu, hear the rates, back to the main menu, hear one's own number, hang up at the menu
-IVR_PRESSES = ["1", "1", "9", "2", "hangup"]
+# Two walks through the example IVR. "booth" is the phone bar's common call: check the rates in the
+# sub-menu, go back, dial a booth directly (transfer to it; the booth answers and hangs up).
+# "tour" visits more: rates, back, hear one's own number said, hang up at the menu.
+WALKS = {
+    "booth": ["1", "1", "9", "1005"],
+    "tour": ["1", "1", "9", "2", "hangup"],
+}
 IVR_NUMBER = "9000"
 BASELINE_NUMBER = "7000"
 
@@ -234,45 +238,58 @@ def start_controller(kind: str):
 
 
 async def main_async(args) -> int:
-    from switchctl.sim import FreeSwitchSim, Route, SimConfig
+    from switchctl.config.site import load_site
+    from switchctl.flowtest import sim_routes
+    from switchctl.sim import FreeSwitchSim, Route, SimConfig, UserBehaviour
+    from switchctl.sitecheck import check_site
 
+    site = load_site(SITE)
+    flows = check_site(site).flows
     ours, ours_pipe, ours_port = start_controller("switchctl")
     base, base_pipe, base_port = start_controller("minimal")
-    sim = FreeSwitchSim(SimConfig(
-        dialplan=[Route(f"^{IVR_NUMBER}$", "socket", f"127.0.0.1:{ours_port} async full"),
-                  Route(f"^{BASELINE_NUMBER}$", "socket", f"127.0.0.1:{base_port} async full")],
-        media_speed=args.media_speed, sessions_per_second=100_000, max_sessions=100_000,
-    ))
+    # The example site's own dialplan (flow numbers -> our socket, booths -> bridge), plus the peer's number.
+    dialplan = [Route(f"^{BASELINE_NUMBER}$", "socket", f"127.0.0.1:{base_port} async full")]
+    dialplan += sim_routes(site, flows, f"127.0.0.1:{ours_port}")
+    booths = {p.extension: UserBehaviour(registered=True, answer_after=0.2, hangup_after=0.5) for p in site.phones}
+    sim = FreeSwitchSim(SimConfig(dialplan=dialplan, users=booths, media_speed=args.media_speed,
+                                  sessions_per_second=100_000, max_sessions=100_000))
     await sim.start()
     rows = []
     try:
-        # warm up both
-        await run_step(sim, IVR_NUMBER, IVR_PRESSES, 50, 20, ours_pipe)
+        for walk in args.walks:  # warm up both
+            await run_step(sim, IVR_NUMBER, WALKS[walk], 50, 20, ours_pipe)
         await run_step(sim, BASELINE_NUMBER, [], 50, 20, base_pipe)
         for rate in args.rates:
             base_row = await run_step(sim, BASELINE_NUMBER, [], rate, args.calls, base_pipe)
-            ours_row = await run_step(sim, IVR_NUMBER, IVR_PRESSES, rate, args.calls, ours_pipe)
-            rows.append((ours_row, base_row))
+            for walk in args.walks:
+                ours_row = await run_step(sim, IVR_NUMBER, WALKS[walk], rate, args.calls, ours_pipe)
+                rows.append((walk, ours_row, base_row))
     finally:
         await sim.close()
         for pipe, proc in ((ours_pipe, ours), (base_pipe, base)):
             pipe.send("stop")
             proc.join(5)
 
-    print(f"flow_cps: {args.calls} calls per step, media x{args.media_speed:g}, example IVR path "
-          f"{' '.join(IVR_PRESSES)}; controller in its own process")
-    header = (f"{'who':<10} {'rate':>5} {'done/s':>7} {'fail':>5} {'cpu ms/call':>11} {'calls/s/core':>12} "
+    print(f"flow_cps: {args.calls} calls per step, media x{args.media_speed:g}, controller in its own process")
+    for walk in args.walks:
+        print(f"  walk '{walk}': dial {IVR_NUMBER}, press {' '.join(WALKS[walk])}")
+    print(f"  peer 'minimal': hand-written asyncio handler, myevents, answer + one playback + hangup")
+    header = (f"{'who':<16} {'rate':>5} {'done/s':>7} {'fail':>5} {'cpu ms/call':>11} {'calls/s/core':>12} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'KB in/call':>10} {'KB out/call':>11}")
     print(header)
-    for ours_row, base_row in rows:
-        for who, row in (("switchctl", ours_row), ("minimal", base_row)):
+    shown_base = set()
+    for walk, ours_row, base_row in rows:
+        entries = [(f"switchctl {walk}", ours_row)]
+        if id(base_row) not in shown_base:
+            shown_base.add(id(base_row))
+            entries.insert(0, ("minimal", base_row))
+        for who, row in entries:
             per_core = 1000 / row["cpu_ms_per_call"] if row["cpu_ms_per_call"] else float("inf")
-            print(f"{who:<10} {row['rate']:>5g} {row['achieved_cps']:>7.1f} {row['failed']:>5} "
+            print(f"{who:<16} {row['rate']:>5g} {row['achieved_cps']:>7.1f} {row['failed']:>5} "
                   f"{row['cpu_ms_per_call']:>11.2f} {per_core:>12.0f} {row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
                   f"{row['kb_in_per_call']:>10.1f} {row['kb_out_per_call']:>11.2f}")
         ratio = ours_row["cpu_ms_per_call"] / base_row["cpu_ms_per_call"]
-        print(f"  ratio switchctl/minimal CPU per call: {ratio:.2f}x "
-              f"(switchctl runs the whole IVR: {len(IVR_PRESSES) - 1} menu choices)")
+        print(f"  ratio switchctl {walk} / minimal, CPU per call: {ratio:.2f}x")
     return 0
 
 
@@ -281,9 +298,14 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000, help="calls per step (bounded: <= 5000)")
     parser.add_argument("--rates", default="100,200,300", help="calls/s steps")
     parser.add_argument("--media-speed", type=float, default=200.0)
+    parser.add_argument("--walks", default="booth,tour", help=f"IVR walks: {', '.join(WALKS)}")
     args = parser.parse_args()
     args.calls = min(args.calls, 5000)
     args.rates = [float(r) for r in args.rates.split(",")]
+    args.walks = [w for w in args.walks.split(",") if w]
+    unknown = [w for w in args.walks if w not in WALKS]
+    if unknown:
+        parser.error(f"unknown walk(s): {', '.join(unknown)}")
     return asyncio.run(main_async(args))
 
 

@@ -13,7 +13,6 @@ is read the way FreeSWITCH 1.11.1 really reports it (captures freeswitch-scenari
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import re
@@ -49,6 +48,7 @@ CALL_EVENTS: tuple[str, ...] = ("CHANNEL_EXECUTE_COMPLETE",)
 # play_and_get_digits splits its argument on spaces, so no field may contain one.
 _NO_SPACE = re.compile(r"\s")
 _SILENCE = "silence_stream://250"
+DIGITS_VAR = "switchctl_digits"
 
 
 def call_info_from_channel_data(data: Event, switch_name: str) -> CallInfo:
@@ -83,7 +83,6 @@ class FreeSwitchCall(Call):
     def __init__(self, session: OutboundSession, info: CallInfo) -> None:
         self.session = session
         self.info = info
-        self._var_serial = itertools.count(1)
         self._cause: str | None = None
         self._fresh: Event | None = None
         session.add_event_handler(self._on_event)
@@ -153,7 +152,10 @@ class FreeSwitchCall(Call):
         await self._execute("say", f"{language} number {method} {value}")
 
     async def collect(self, spec: CollectSpec) -> CollectResult:
-        var = f"switchctl_digits_{next(self._var_serial)}"  # fresh name: FreeSWITCH never clears old ones
+        # One name for every collect: switch_ivr_read clears <var> and play_and_get_digits clears
+        # <var>_invalid before each run (switch_ivr_play_say.c), and fresh names per collect would
+        # pile up variables that every later event of the call carries.
+        var = DIGITS_VAR
         pattern = f"^(?:{spec.pattern})$" if spec.pattern else r"^\d+$"
         prompt = _prompt_arg(spec.prompts)
         invalid = spec.invalid_prompt or _SILENCE
