@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from . import aio
 from .config.yamlsrc import SourceError
 from .logs import setup_logging
 
@@ -98,7 +99,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(result.summary() if hasattr(result, "summary") else str(result))
         return 0
 
-    return asyncio.run(go())
+    return aio.run(go())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -140,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("stopped", extra={"calls": controller.stats.calls_finished})
         return 0
 
-    return asyncio.run(go())
+    return aio.run(go())
 
 
 def cmd_flow_test(args: argparse.Namespace) -> int:
@@ -151,7 +152,7 @@ def cmd_flow_test(args: argparse.Namespace) -> int:
     if errors:
         print("the flows have errors (run switchctl check)", file=sys.stderr)
         return 1
-    report = asyncio.run(
+    report = aio.run(
         run_flow_test(site, flows, flow=args.flow, dial=args.dial, presses=args.press,
                       caller=args.caller, hangup_after=args.hangup_after)
     )
