@@ -44,7 +44,7 @@ check: setup
 	$(BIN)/switchctl check -c $(SITE)
 
 render: setup
-	$(BIN)/switchctl render -c $(SITE) --out $(RENDER_DIR)
+	$(BIN)/switchctl render -c $(SITE) --out $(RENDER_DIR) --prune
 
 deploy: setup
 	$(BIN)/switchctl deploy -c $(SITE) --conf-dir $(CONF_DIR)

@@ -55,15 +55,15 @@ def cmd_render(args: argparse.Namespace) -> int:
     from .render import render_to
 
     site = _load_site(args.config)
-    written = render_to(site, Path(args.out))
+    written = render_to(site, Path(args.out), prune=args.prune)
     print(f"rendered {len(written)} file(s) into {args.out}")
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .esl.inbound import InboundClient
     from .render import render_freeswitch
     from .render.deploy import DeployError, deploy
+    from .render.eslreload import freeswitch_reloader
 
     site = _load_site(args.config)
     _, errors = _check(site, quiet=True)
@@ -78,25 +78,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     conf_dir = Path(args.conf_dir or sw.conf_dir)
 
     async def go() -> int:
-        client = InboundClient(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name, events=())
-
-        async def reload() -> str:
-            await client.connect()
-            try:
-                reply = await client.api("reloadxml", check=False)
-                if "[Success]" in reply:
-                    rescan = await client.api("sofia profile internal rescan", check=False)
-                    log.info("sofia rescan", extra={"reply": rescan.strip()})
-                return reply
-            finally:
-                await client.close()
+        reload = freeswitch_reloader(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name)
 
         try:
-            result = await deploy(render_freeswitch(site), conf_dir, reload, force=args.force)
+            result = await deploy(render_freeswitch(site, sw.name), conf_dir, reload, force=args.force)
         except DeployError as exc:
             print(f"deploy failed, previous configuration restored: {exc}", file=sys.stderr)
             return 1
-        print(result.summary() if hasattr(result, "summary") else str(result))
+        print(result.summary())
         return 0
 
     return aio.run(go())
@@ -180,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_site(sub.add_parser("render", help="render the FreeSWITCH configuration"))
     sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--prune", action="store_true",
+                    help="also delete files in --out that the render no longer produces")
     sp.set_defaults(func=cmd_render)
 
     sp = with_site(sub.add_parser("deploy", help="install the rendered configuration and reload the switch"))

@@ -358,11 +358,16 @@ class OutboundServer:
             log.exception("closing outbound session failed", extra={"call_uuid": session.uuid})
             await session.conn.close()
 
-    async def close(self) -> None:
-        """Stop accepting, cancel running sessions (each still gets `exit` and a close)."""
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop accepting; give running calls up to `grace` seconds to finish, then cancel what is
+        left (each session still gets `exit` and a close)."""
         if self._server is not None:
             self._server.close()
+        if grace > 0 and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         tasks = list(self._tasks)
+        if tasks:
+            log.info("outbound server closing with live calls", extra={"calls": len(tasks)})
         for task in tasks:
             task.cancel()
         if tasks:
