@@ -31,7 +31,7 @@ from switchctl.esl.codec import (
 )
 from switchctl.esl.errors import ConnectionLost, FrameTooLarge, ProtocolError
 
-CAPTURES = Path("/work/shared/captures")
+from tests.capturepaths import CAPTURES
 FS = CAPTURES / "freeswitch"
 SCEN = CAPTURES / "freeswitch-scenarios"
 
@@ -347,3 +347,80 @@ def test_encode_execute_inline_and_body():
 def test_encode_hangup_and_sendmsg():
     assert encode_hangup("USER_BUSY", "u1") == b"sendmsg u1\ncall-command: hangup\nhangup-cause: USER_BUSY\n\n"
     assert encode_sendmsg(None, "nomedia", {"nomedia-uuid": "x"}).startswith(b"sendmsg\ncall-command: nomedia\n")
+
+
+# ---- fast paths agree with the exact semantics ----------------------------------------------
+
+def _reference_plain_headers(lines: list[str]) -> dict[str, str]:
+    """The documented semantics, line by line: split at the first ': ' (else at the first ':' and
+    drop the spaces after it), then unquote the value; the last of duplicate names wins."""
+    headers = {}
+    for line in lines:
+        key, sep, value = line.partition(": ")
+        if not sep:
+            key, _, value = line.partition(":")
+            value = value.lstrip(" ")
+        headers[key] = unquote(value)
+    return headers
+
+
+# Pieces mixing what FreeSWITCH sends (escapes, SDP's %0D%0A) with what it never sends raw but a
+# parser must still get right (':', ' ', NUL, CR, backslash, non-ASCII, broken escapes).
+_PIECES = st.sampled_from(
+    ["a", "Z9", "-", "%20", "%3A", "%0A", "%0D%0A", "%00", "%25", "%C3%A9", "%C3", "%A9", "%E2%98",
+     "%zz", "%4", "%", "%41", "\\", "\\x41", ":", " ", ": ", "\x00", "\r", "é", "\xff", "ARRAY::x|:y", "_undef_"]
+)
+_PLAIN_TEXT = st.lists(_PIECES, max_size=6).map("".join)
+_PLAIN_KEYS = st.one_of(st.sampled_from(["Event-Name", "Unique-ID", "Channel-Write-Codec-Name", "k"]),
+                        _PLAIN_TEXT.filter(lambda k: k and ":" not in k and "\r" not in k))
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(st.tuples(_PLAIN_KEYS, st.sampled_from([": ", ": ", ":", ":  "]), _PLAIN_TEXT)
+                      .map("".join).filter(lambda line: not line.endswith("\r")), min_size=1, max_size=8))
+def test_plain_fast_path_matches_line_by_line_semantics(lines):
+    ev = parse_plain_event(("\n".join(lines) + "\n\n").encode())
+    assert ev.headers == _reference_plain_headers(lines)
+    # The same block with an inner body takes the find() route; same headers.
+    lines.append("Content-Length: 3")
+    ev = parse_plain_event(("\n".join(lines) + "\n\nabc").encode())
+    assert ev.headers == _reference_plain_headers(lines) and ev.body == "abc"
+
+
+def test_plain_fast_path_rejects_misaligned_lines():
+    # Same number of ': ' as lines, but not one per line: must not pair a value with the wrong key.
+    ev = parse_plain_event(b"Event-Name: X\nA: b: c\nD:e\n\n")
+    assert ev.headers == {"Event-Name": "X", "A": "b: c", "D": "e"}
+    # One ':' and one ' ' per line, in that order, but not adjacent.
+    assert parse_plain_event(b"A:x y\nB: z\n\n").headers == {"A": "x y", "B": "z"}
+    assert parse_plain_event(b"A x: y\n\n").headers == {"A x": "y"}
+
+
+def test_duplicate_headers_last_value_wins_in_both_formats():
+    plain = parse_plain_event(b"Event-Name: X\nChannel-Write-Codec-Name: L16\nB: 1\n"
+                              b"Channel-Write-Codec-Name: PCMU\n\n")
+    body = b'{"Event-Name":"X","Channel-Write-Codec-Name":"L16","B":"1","Channel-Write-Codec-Name":"PCMU"}'
+    js = decode(parse_all(b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(body) + body)[0])
+    assert plain.headers == js.headers == {"Event-Name": "X", "Channel-Write-Codec-Name": "PCMU", "B": "1"}
+    assert list(plain.headers) == list(js.headers)
+
+
+def test_json_array_next_to_a_value_ending_in_quote_colon():
+    # A string value ending in `":` puts an extra `":"` in the text; the array must still be found.
+    body = b'{"Event-Name":"X","Multi":["a","b"],"V":"q\\":"}'
+    jev = decode(parse_all(b"Content-Length: %d\nContent-Type: text/event-json\n\n" % len(body) + body)[0])
+    assert jev.headers == {"Event-Name": "X", "Multi": "ARRAY::a|:b", "V": 'q":'}
+
+
+@pytest.mark.parametrize("outer", [
+    b"Content-Length: %d\nContent-Type: text/event-plain\n\n",
+    b"Content-Type: text/event-plain\nContent-Length: %d\n\n",
+    b"Content-Length: %d\r\nContent-Type: text/event-plain\r\n\r\n",
+    b"Content-Length:  %d\nContent-Type: text/event-plain\n\n",
+])
+def test_event_outer_block_variants(outer):
+    body = b"Event-Name: X\nA: b%20c\n\n"
+    frames = parse_all(outer % len(body) + body)
+    assert frames[0].headers["Content-Type"] == "text/event-plain"
+    assert int(frames[0].headers["Content-Length"]) == len(body)
+    assert decode(frames[0]).headers == {"Event-Name": "X", "A": "b c"}

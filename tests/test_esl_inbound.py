@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,10 @@ from switchctl.esl import inbound as inbound_mod
 from switchctl.esl.errors import AccessDenied, AuthError, CommandError, ConnectionLost, ReplyTimeout
 from switchctl.esl.inbound import InboundClient
 
-FS = Path("/work/shared/captures/freeswitch")
-S9 = Path("/work/shared/captures/freeswitch-scenarios/s9_auth_acl")
+from tests.capturepaths import CAPTURES
+
+FS = CAPTURES / "freeswitch"
+S9 = CAPTURES / "freeswitch-scenarios" / "s9_auth_acl"
 pytestmark = pytest.mark.skipif(not FS.is_dir(), reason="captures not available")
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
 
 from switchctl.esl.errors import ChannelHungUp
 from switchctl.esl.outbound import OutboundServer, OutboundSession
 
-CALL = Path("/work/shared/captures/freeswitch/outbound_sipp_dtmf")
+from tests.capturepaths import CAPTURES
+
+CALL = CAPTURES / "freeswitch" / "outbound_sipp_dtmf"
 pytestmark = pytest.mark.skipif(not CALL.is_dir(), reason="captures not available")
 
 

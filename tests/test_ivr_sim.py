@@ -19,6 +19,7 @@ from switchctl.esl.codec import FrameParser, decode
 from switchctl.flowtest import SimHarness
 from switchctl.sim import UserBehaviour
 from switchctl.sitecheck import check_site
+from tests.capturepaths import CAPTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "phonebar" / "site.yaml"
@@ -157,9 +158,7 @@ async def test_a_switch_closing_mid_command_ends_only_that_call(harness):
 
 
 def test_connect_reply_parses_as_channel_data():
-    raw = (Path("/work/shared/captures/freeswitch/outbound_sipp_dtmf_command_reply_connect.raw"))
-    if not raw.exists():
-        pytest.skip("captures not present")
+    raw = CAPTURES / "freeswitch" / "outbound_sipp_dtmf_command_reply_connect.raw"
     frames = FrameParser().feed(raw.read_bytes())
     message = decode(frames[0])
     assert message.reply_text.startswith("+OK")

@@ -17,7 +17,7 @@ import pytest
 from switchctl.esl import serverwire as sw
 from switchctl.esl.errors import FrameTooLarge
 
-CAPTURES = Path("/work/shared/captures")
+from tests.capturepaths import CAPTURES
 FS = CAPTURES / "freeswitch"
 SCENARIOS = CAPTURES / "freeswitch-scenarios"
 

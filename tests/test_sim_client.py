@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # ../shared/captures next to the checkout (DESIGN.md: tests use the captured bytes there)
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+from tests.capturepaths import CAPTURES
 
 
 @dataclass

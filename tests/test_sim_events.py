@@ -19,9 +19,11 @@ import pytest
 from switchctl.esl import serverwire
 from switchctl.sim.events import CALLING, ChannelData, EventFactory, hangup_timestamp_variables
 
-FS = Path("/work/shared/captures/freeswitch")
+from tests.capturepaths import CAPTURES
+
+FS = CAPTURES / "freeswitch"
 SIPP = FS / "outbound_sipp_dtmf"
-SCEN = Path("/work/shared/captures/freeswitch-scenarios")
+SCEN = CAPTURES / "freeswitch-scenarios"
 
 pytestmark = pytest.mark.skipif(not SIPP.is_dir(), reason="captures not available")
 

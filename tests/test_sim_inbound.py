@@ -169,7 +169,7 @@ async def test_events_follow_subscription_and_filters(sim):
     await asyncio.sleep(0.05)
     reply = await filtered.command(f"filter Unique-ID {second.uuid}")
     assert reply.reply_text == f"+OK filter added. [Unique-ID]=[{second.uuid}]"
-    await everything.command(f"api hupall")
+    await everything.command("api hupall")
     await asyncio.wait_for(asyncio.gather(first.done, second.done), 5)
     got = await filtered.event("CHANNEL_HANGUP_COMPLETE")
     assert got.event["Unique-ID"] == second.uuid and got.content_type == "text/event-json"

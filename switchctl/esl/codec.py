@@ -95,20 +95,27 @@ def _parse_outer_headers(block: bytes | bytearray) -> dict[str, str]:
     text = block.decode("utf-8", "replace")
     if "\r" in text:
         text = text.replace("\r\n", "\n").rstrip("\r")
-    parts = text.replace(": ", "\n").split("\n")
-    if len(parts) == 2 * (text.count("\n") + 1):
-        headers = dict(zip(parts[0::2], parts[1::2]))
-    else:  # e.g. log/data's empty `User-Data:` line
-        headers = {}
-        for line in text.split("\n"):
-            if line:
-                key, value = _split_header_line(line, "frame header")
-                headers[key] = value
+    # Line by line: event frames take the `_EVENT_OUTER_BLOCK` path, the rest are few and short.
+    # (Splitting the whole block at every ': ' would pair a value with the wrong name when one line
+    # holds two ': ' and another, like log/data's `User-Data:`, none.)
+    headers: dict[str, str] = {}
+    for line in text.split("\n"):
+        if line:
+            key, value = _split_header_line(line, "frame header")
+            headers[key] = value
     if "%" in text and headers.get("Content-Type") != "log/data":
         for key, value in headers.items():
             if "%" in value:
                 headers[key] = url_decode(value)
     return headers
+
+
+# The outer header block of an event frame as FreeSWITCH writes it (mod_event_socket). Matched in
+# place in the buffer (no slice, no dict-building loop); anything else takes `_parse_outer_headers`,
+# which gives the same dict for these bytes.
+_EVENT_OUTER_BLOCK = re.compile(
+    rb"Content-Length: ([0-9]{1,9})\nContent-Type: (text/event-(?:plain|json|xml))\Z"
+)
 
 
 def _content_length(headers: dict[str, str]) -> int:
@@ -194,7 +201,12 @@ class FrameParser:
                     self._scan_from = max(pos, size - 2)
                     break
                 self._scan_from = 0
-                headers = _parse_outer_headers(buf[pos:end])
+                # Nearly every frame is an event whose outer block is exactly these two lines.
+                outer = _EVENT_OUTER_BLOCK.match(buf, pos, end)
+                if outer is not None:
+                    headers = {"Content-Length": outer[1].decode(), "Content-Type": outer[2].decode()}
+                else:
+                    headers = _parse_outer_headers(buf[pos:end])
                 pos = end + skip
                 length = _content_length(headers)
                 if length:
@@ -276,26 +288,14 @@ class Event:
 
 
 def _parse_plain_headers(head: str) -> dict[str, str]:
-    """Header lines of a plain event (no trailing blank line) -> decoded dict.
+    """Header lines of a plain event (no trailing blank line) -> decoded dict. General path.
 
-    FreeSWITCH URL-encodes ':' and ' ' in values, so every line holds exactly one ': '. The whole
-    block is then split with two C-level calls (`replace` + `split`) and all values are decoded in
-    one pass; anything unusual (a line without ': ', a value decoding to NUL) takes the exact
-    line-by-line path instead.
+    Line by line, for what `_fast_plain_headers` declines: CRLF, raw non-ASCII, lines without ': '
+    (`Name:value`) or with two, '%' in a name or not followed by two hex digits, values decoding to
+    NUL. FreeSWITCH's own events take the fast path.
     """
     if "\r" in head:
         head = head.replace("\r\n", "\n")
-    lines = head.count("\n") + 1
-    parts = head.replace(": ", "\n").split("\n")
-    if len(parts) == 2 * lines:
-        keys = parts[0::2]
-        values = parts[1::2]
-        if "%" in head:
-            # Values joined by NUL and decoded in one call: if no value decodes to a NUL, the
-            # split gives back exactly one value per key; otherwise decode them one by one.
-            decoded = url_decode("\x00".join(values)).split("\x00")
-            values = decoded if len(decoded) == len(keys) else [url_decode(v) for v in values]
-        return dict(zip(keys, values))
     headers: dict[str, str] = {}
     for line in head.split("\n"):
         if line:
@@ -304,13 +304,80 @@ def _parse_plain_headers(head: str) -> dict[str, str]:
     return headers
 
 
+# Fast path for a plain event's header block as FreeSWITCH writes it. Every value is URL-encoded
+# (':' ' ' CR LF NUL and non-ASCII bytes included), so the block is ASCII and its only ':', ' ', CR,
+# LF and NUL bytes are the `: ` and `\n` separators. The whole block is checked and cut with C-level
+# calls, never a Python loop per line:
+# - skeleton: `translate` deletes every byte but those and '%'; with no '%' at a line start (names
+#   are not URL-decoded) and the '%'s removed, it must read `: \n: \n...: ` (one ':' then one ' '
+#   per line, in that order);
+# - ':' ' ' LF all become NUL, the '%' escapes of the whole block are decoded in one call (an SDP's
+#   `%0A` decodes to LF, harmless here) and one `split` gives name, between, value, name, ... where
+#   every `between` must be empty (the ':' and ' ' are adjacent) and a value decoding to NUL shows
+#   as extra pieces.
+# Anything else goes to `_parse_plain_headers`. Single-byte operations only: CPython searches for
+# two-byte needles like b": " several times slower than for one byte.
+_SEPARATOR_BYTES = b": \r\n\x00%"
+_NON_SEPARATOR_BYTES = bytes(b for b in range(256) if b not in _SEPARATOR_BYTES)
+_SEPARATORS_TO_NUL = bytes.maketrans(b": \n", b"\x00\x00\x00")
+_SKELETONS: dict[int, bytes] = {}  # line count -> b": \n" * (lines - 1) + b": "
+_MAX_CACHED_SKELETON = 4096
+
+
+def _skeleton(lines: int) -> bytes:
+    skeleton = _SKELETONS.get(lines)
+    if skeleton is None:
+        skeleton = b": \n" * (lines - 1) + b": "
+        if lines <= _MAX_CACHED_SKELETON:
+            _SKELETONS[lines] = skeleton
+    return skeleton
+
+
+def _fast_plain_headers(head: bytes) -> dict[str, str] | None:
+    """`_parse_plain_headers(head.decode())` for FreeSWITCH-shaped blocks, else None."""
+    if not head.isascii():
+        # Raw non-ASCII bytes next to escaped ones could merge into one UTF-8 sequence here but
+        # not in the general path (which decodes the raw bytes first).
+        return None
+    skeleton = head.translate(None, _NON_SEPARATOR_BYTES)
+    escaped = b"%" in skeleton
+    if escaped:
+        if skeleton[0] == 0x25 or b"\n%" in skeleton:  # a '%' in a name
+            return None
+        skeleton = skeleton.replace(b"%", b"")
+    lines = (len(skeleton) + 1) // 3
+    if not lines or skeleton != _skeleton(lines):
+        return None
+    flat = head.translate(_SEPARATORS_TO_NUL)  # `Name: value\n` -> `Name\0\0value\0`
+    if escaped:
+        if b"\\" in flat:
+            flat = flat.replace(b"\\", b"\\\\")
+        try:
+            flat = _escape_decode(flat.replace(b"%", b"\\x"))[0]
+        except ValueError:  # a '%' without two hex digits: unquote keeps it, see url_decode
+            return None
+    parts = flat.decode("utf-8", "replace").split("\x00")
+    if len(parts) != 3 * lines or parts[1::3].count("") != lines:
+        return None
+    return dict(zip(parts[0::3], parts[2::3]))
+
+
 def parse_plain_event(body: bytes) -> Event:
-    end = body.find(b"\n\n")
-    if end < 0:
-        head_bytes, inner = body.rstrip(b"\r\n"), b""
-    else:
-        head_bytes, inner = body[:end], body[end + 2 :]
-    headers = _parse_plain_headers(head_bytes.decode("utf-8", "replace"))
+    headers: dict[str, str] | None = None
+    if body.endswith(b"\n\n"):
+        # Most events have no inner body. If the fast path accepts body[:-2], it holds no blank
+        # line, so this final one is the first: the same split as the find() below.
+        headers = _fast_plain_headers(body[:-2])
+        inner = b""
+    if headers is None:
+        end = body.find(b"\n\n")
+        if end < 0:
+            head_bytes, inner = body.rstrip(b"\r\n"), b""
+        else:
+            head_bytes, inner = body[:end], body[end + 2 :]
+        headers = _fast_plain_headers(head_bytes)
+        if headers is None:
+            headers = _parse_plain_headers(head_bytes.decode("utf-8", "replace"))
     text: str | None = None
     if "Content-Length" in headers:
         try:
@@ -343,10 +410,12 @@ def parse_json_event(body: bytes) -> Event:
         raise ProtocolError(f"text/event-json body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError("text/event-json body is not a JSON object")
-    # Every string member contributes exactly one `":"` to compact JSON (a quote inside a string is
-    # escaped), so when the count matches the member count all values are strings and nothing needs
-    # converting; otherwise (an array, a number, spaced JSON) convert each value.
-    if body.count(b'":"') != len(data):
+    # FreeSWITCH's values are strings except multi-valued headers (arrays). `str.join` checks every
+    # value's type in C and raises TypeError at the first non-string; only then convert each value.
+    # Duplicate names need nothing here: orjson keeps the last value, like the plain parser.
+    try:
+        "".join(data.values())
+    except TypeError:
         data = {k: _json_value(v) for k, v in data.items()}
     text = data.pop("_body", None)
     return Event(data, text, "json")

@@ -340,4 +340,8 @@ async def run_api_async(sim: "FreeSwitchSim", line: str) -> str:
         from switchctl.sim.bridge import api_originate
 
         return await api_originate(sim, args.strip())
+    if command == "uuid_send_dtmf":
+        from switchctl.sim.loopback import api_uuid_send_dtmf as send_dtmf  # may pause (`w`): async
+
+        return await send_dtmf(sim, args.strip())
     return run_api(sim, line)

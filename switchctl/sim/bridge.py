@@ -15,6 +15,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from switchctl.sim import loopback
 from switchctl.sim.apps import application
 from switchctl.sim.channel import SimChannel, now_us
 from switchctl.sim.config import GatewayBehaviour, UserBehaviour
@@ -339,6 +340,13 @@ async def api_originate(sim: "FreeSwitchSim", args: str) -> str:
         extra["origination_caller_id_number"] = argv[5]
     if len(argv) > 6:
         extra["originate_timeout"] = argv[6]
+    if loopback.is_loopback_dial(dial):
+        global_vars, targets = parse_dial_string(dial)
+        if len(targets) != 1:
+            return "-ERR DESTINATION_OUT_OF_ORDER\n"
+        return await loopback.originate(sim, {**global_vars, **targets[0].variables, **extra}, targets[0].dial,
+                                        destination, argv[2] if len(argv) > 2 else None,
+                                        argv[3] if len(argv) > 3 else None)
     outcome = await originate_leg(sim, dial, a_leg=None, extra_vars=extra)
     if outcome.cause != "SUCCESS" or outcome.leg is None:
         return f"-ERR {outcome.cause}\n"

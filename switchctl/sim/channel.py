@@ -54,6 +54,10 @@ class ChannelHooks:
 class SimChannel:
     """A channel with FreeSWITCH's observable behaviour. `data` is the `events.ChannelData` the events describe."""
 
+    # A SIP channel answers with 183+SDP first (CHANNEL_PROGRESS_MEDIA before CHANNEL_ANSWER); endpoints without
+    # that step (mod_loopback) set this False.
+    answer_implies_early_media = True
+
     def __init__(self, sim: "FreeSwitchSim", data: Any, *, hooks: ChannelHooks | None = None) -> None:
         self.sim = sim
         self.data = data
@@ -186,7 +190,8 @@ class SimChannel:
         ANSWER with Channel-Call-State EARLY, CALLSTATE ACTIVE)."""
         if self.answered or self.hungup:
             return
-        self.pre_answer()
+        if self.answer_implies_early_media:
+            self.pre_answer()
         self.data.answered_us = now_us()
         self.data.answer_state = "answered"
         self.fire("CHANNEL_ANSWER")
@@ -215,6 +220,10 @@ class SimChannel:
             self.sched_hangup_task.cancel()
         self.wake()
         return True
+
+    def on_hangup_state(self) -> None:
+        """The endpoint's on_hangup state handler, run as the channel enters CS_HANGUP (switch_core_state_machine).
+        Nothing for SIP channels; mod_loopback hangs up its other leg here."""
 
     def schedule_hangup(self, seconds: int, cause: str) -> None:
         """switch_ivr_schedule_hangup at epoch+seconds: the scheduler runs on whole seconds, so it fires up to

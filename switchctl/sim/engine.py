@@ -348,6 +348,7 @@ class FreeSwitchSim:
         """After CHANNEL_HANGUP: CS_HANGUP, CALLSTATE HANGUP, CS_REPORTING, HANGUP_COMPLETE; then the outbound
         sockets' linger/disconnect; CHANNEL_DESTROY only once every controlling socket is gone (s3 b1-b7)."""
         self.set_state(channel, "CS_HANGUP")
+        channel.on_hangup_state()
         channel.set_callstate("HANGUP")
         self.set_state(channel, "CS_REPORTING")
         channel.fire("CHANNEL_HANGUP_COMPLETE")  # adds its leading Hangup-Cause and the CDR variables
