@@ -91,6 +91,71 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return aio.run(go())
 
 
+def _freeswitches(site, name: str | None):
+    switches = [s for s in site.switches if s.kind == "freeswitch" and (not name or s.name == name)]
+    if not switches:
+        raise SystemExit(f"no FreeSWITCH switch{' named ' + name if name else ''} in the site")
+    return switches
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`api status` of each switch over its event socket; exit 1 if any is unreachable."""
+    from .esl.errors import ESLError
+    from .esl.inbound import InboundClient
+
+    site = _load_site(args.config)
+
+    async def go() -> int:
+        failed = 0
+        for sw in _freeswitches(site, args.switch):
+            client = InboundClient(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name, events=())
+            try:
+                await client.connect()
+                text = await client.api("status")
+                print(f"{sw.name} ({sw.esl.host}:{sw.esl.port}): up")
+                for line in text.strip().splitlines():
+                    print(f"  {line}")
+            except (ESLError, OSError) as exc:
+                failed += 1
+                print(f"{sw.name} ({sw.esl.host}:{sw.esl.port}): DOWN: {exc}")
+            finally:
+                await client.close()
+        return 1 if failed else 0
+
+    return aio.run(go())
+
+
+def cmd_calls(args: argparse.Namespace) -> int:
+    """Live calls of each switch (`show channels as json`)."""
+    import json as jsonlib
+
+    from .esl.errors import ESLError
+    from .esl.inbound import InboundClient
+
+    site = _load_site(args.config)
+
+    async def go() -> int:
+        failed = 0
+        for sw in _freeswitches(site, args.switch):
+            client = InboundClient(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name, events=())
+            try:
+                await client.connect()
+                rows = jsonlib.loads(await client.api("show channels as json")).get("rows", [])
+            except (ESLError, OSError, ValueError) as exc:
+                failed += 1
+                print(f"{sw.name}: unreachable: {exc}")
+                continue
+            finally:
+                await client.close()
+            print(f"{sw.name}: {len(rows)} channel(s)")
+            for row in rows:
+                print(f"  {row.get('uuid', '')}  {row.get('state', ''):<12} {row.get('cid_num', '')} -> "
+                      f"{row.get('dest', '')}  {row.get('application', '')} {row.get('created', '')}")
+        return 1 if failed else 0
+
+    return aio.run(go())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .controller import Controller
 
@@ -178,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--switch", help="which switch of the site (default: the first FreeSWITCH)")
     sp.add_argument("--force", action="store_true", help="reload even when nothing changed")
     sp.set_defaults(func=cmd_deploy)
+
+    sp = with_site(sub.add_parser("status", help="is each switch up (api status over ESL)"))
+    sp.add_argument("--switch", help="only this switch")
+    sp.set_defaults(func=cmd_status)
+
+    sp = with_site(sub.add_parser("calls", help="live calls on each switch"))
+    sp.add_argument("--switch", help="only this switch")
+    sp.set_defaults(func=cmd_calls)
 
     flow = sub.add_parser("flow", help="call-flow tools")
     fsub = flow.add_subparsers(dest="flow_command", required=True)

@@ -172,3 +172,25 @@ def test_cli_check_reports_file_line_column(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "bad.yaml:4:" in err and "answr" in err
+
+
+async def test_status_and_calls_commands(tmp_path):
+    esl = free_port()
+    site = write_site(tmp_path, [{"name": "fs1", "esl": esl, "outbound": free_port(), "sip": free_port()}])
+    sim = FreeSwitchSim(SimConfig(esl_port=esl))
+    await sim.start()
+    try:
+        status = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "switchctl.cli", "status", "-c", str(site)],
+            capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "fs1 (127.0.0.1:%d): up" % esl in status.stdout and "UP" in status.stdout
+        calls = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "switchctl.cli", "calls", "-c", str(site)],
+            capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert calls.returncode == 0 and "fs1: 0 channel(s)" in calls.stdout, calls.stdout + calls.stderr
+    finally:
+        await sim.close()
+    down = subprocess.run([sys.executable, "-m", "switchctl.cli", "status", "-c", str(site)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert down.returncode == 1 and "DOWN" in down.stdout
