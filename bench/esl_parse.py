@@ -15,14 +15,24 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from switchctl.esl.codec import Event, FrameParser, decode
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-CAPTURES = Path("/work/shared/captures")
+from switchctl.esl.codec import Event, FrameParser, decode  # noqa: E402
+
+# The recorded streams: ../shared/captures beside the checkout, or SWITCHCTL_CAPTURES.
+_found = [p for p in (Path(os.environ.get("SWITCHCTL_CAPTURES", "/nonexistent")),
+                      ROOT.parent / "shared" / "captures", Path("/work/shared/captures"))
+          if (p / "freeswitch").is_dir()]
+if not _found:
+    sys.exit("esl_parse: captures not found (../shared/captures beside the checkout, or SWITCHCTL_CAPTURES)")
+CAPTURES = _found[0]
 CORPORA = {
     "plain": [
         CAPTURES / "freeswitch/inbound_plain/inbound_plain.recv.raw",

@@ -279,11 +279,13 @@ def test_non_integer_content_length():
         FrameParser().feed(b"Content-Type: api/response\nContent-Length: 12x\n\n")
 
 
-@pytest.mark.parametrize("length", [MAX_CONTENT_LENGTH + 1, -1])
-def test_content_length_out_of_range_rejected_before_body(length):
+@pytest.mark.parametrize("length", [MAX_CONTENT_LENGTH + 1, -1, 999_999_999])
+@pytest.mark.parametrize("head", ["Content-Type: api/response\nContent-Length: {}\n\n",
+                                  "Content-Length: {}\nContent-Type: text/event-plain\n\n"])
+def test_content_length_out_of_range_rejected_before_body(length, head):
     parser = FrameParser()
     with pytest.raises(FrameTooLarge):
-        parser.feed(f"Content-Type: api/response\nContent-Length: {length}\n\n".encode())
+        parser.feed(head.format(length).encode())
     with pytest.raises(FrameTooLarge):  # the stream stays broken
         parser.feed(b"x")
 

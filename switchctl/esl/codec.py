@@ -1,8 +1,10 @@
 """ESL wire codec, client side: framing, message decoding, command encoding. Pure (no I/O).
 
-This is the hot path of every switchctl controller (every event of every call passes here), so the
-plain-event parser works on whole header blocks with C-level string operations instead of a Python
-loop per line; see `_parse_plain_headers`.
+This is the hot path of every switchctl controller (every event of every call passes here), so event
+frames are cut with one regex match (`_EVENT_FRAME_HEAD`) and the plain-event parser works on whole
+header blocks with C-level byte operations instead of a Python loop per line (`_fast_plain_headers`,
+which declines anything not shaped like FreeSWITCH's output; `_parse_plain_headers` is the exact
+line-by-line path for the rest). Bench: bench/esl_parse.py.
 
 Decisions (each covered by tests/test_esl_codec.py):
 - Outer header values are URL-decoded with `unquote` semantics (never `+` -> space) because the
@@ -10,7 +12,7 @@ Decisions (each covered by tests/test_esl_codec.py):
   writes their headers raw (a `%` in a log file name must survive), so they are kept verbatim.
 - Plain-event values: lines are split at the first ': ' FIRST, then each value is URL-decoded, so an
   encoded `%0A` or `%3A` never breaks a line. `_undef_` stays the literal string (`Event.variable`
-  maps it to None). Duplicate header names keep the last value.
+  maps it to None). Duplicate header names keep the last value (json too: orjson keeps the last).
 - Multi-valued headers: plain sends `ARRAY::a|:b`, json sends a list. Both are stored as the same
   string `ARRAY::a|:b` so `headers` is always `dict[str, str]` and identical across formats;
   `Event.get_list()` splits them.
@@ -110,11 +112,11 @@ def _parse_outer_headers(block: bytes | bytearray) -> dict[str, str]:
     return headers
 
 
-# The outer header block of an event frame as FreeSWITCH writes it (mod_event_socket). Matched in
-# place in the buffer (no slice, no dict-building loop); anything else takes `_parse_outer_headers`,
-# which gives the same dict for these bytes.
-_EVENT_OUTER_BLOCK = re.compile(
-    rb"Content-Length: ([0-9]{1,9})\nContent-Type: (text/event-(?:plain|json|xml))\Z"
+# The outer header block of an event frame as FreeSWITCH writes it (mod_event_socket), with its blank
+# line: it holds no other blank line, so this is exactly the frame head that the general path (find
+# the blank line, `_parse_outer_headers`) would cut, with the same headers dict.
+_EVENT_FRAME_HEAD = re.compile(
+    rb"Content-Length: ([0-9]{1,9})\nContent-Type: (text/event-(?:plain|json|xml))\n\n"
 )
 
 
@@ -186,6 +188,24 @@ class FrameParser:
                     pos += 1
                 if pos >= size:
                     break
+                # Nearly every frame is an event whose outer block is exactly these two lines: match
+                # it in place (no slice, no find for the blank line, no line loop).
+                outer = _EVENT_FRAME_HEAD.match(buf, pos)
+                if outer is not None:
+                    headers = {"Content-Length": outer[1].decode(), "Content-Type": outer[2].decode()}
+                    length = int(outer[1])
+                    if length > MAX_CONTENT_LENGTH:
+                        _content_length(headers)  # raises FrameTooLarge
+                    pos = outer.end()
+                    end = pos + length
+                    if end <= size:
+                        append(Frame(headers, bytes(buf[pos:end])))
+                        pos = end
+                    else:
+                        self._pending_headers = headers
+                        self._pending_length = length
+                    self._scan_from = 0
+                    continue
                 start = pos if pos > self._scan_from else self._scan_from
                 end = buf.find(b"\n\n", start)
                 crlf = buf.find(b"\n\r\n", start, size if end < 0 else end + 2)
@@ -201,12 +221,7 @@ class FrameParser:
                     self._scan_from = max(pos, size - 2)
                     break
                 self._scan_from = 0
-                # Nearly every frame is an event whose outer block is exactly these two lines.
-                outer = _EVENT_OUTER_BLOCK.match(buf, pos, end)
-                if outer is not None:
-                    headers = {"Content-Length": outer[1].decode(), "Content-Type": outer[2].decode()}
-                else:
-                    headers = _parse_outer_headers(buf[pos:end])
+                headers = _parse_outer_headers(buf[pos:end])
                 pos = end + skip
                 length = _content_length(headers)
                 if length:
