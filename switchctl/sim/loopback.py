@@ -70,7 +70,7 @@ class LoopbackLeg(SimChannel):
 
     answer_implies_early_media = False
 
-    def __init__(self, sim: "FreeSwitchSim", data: ChannelData, *, leg: str) -> None:
+    def __init__(self, sim: FreeSwitchSim, data: ChannelData, *, leg: str) -> None:
         super().__init__(sim, data)
         self.leg = leg
         self.peer: LoopbackLeg | None = None
@@ -105,7 +105,7 @@ class LoopbackLeg(SimChannel):
             self.peer.receive_dtmf(digit, duration=duration, source="UNKNOWN")
 
 
-def _leg_data(sim: "FreeSwitchSim", uuid: str, other_uuid: str, target: LoopbackTarget, *, leg: str,
+def _leg_data(uuid: str, other_uuid: str, target: LoopbackTarget, *, leg: str,
               caller_name: str, caller_number: str, variables: dict[str, str]) -> ChannelData:
     data = ChannelData.new_loopback(uuid, target.destination, now_us=now_us(), leg=leg, context=target.context,
                                     caller_number=caller_number, caller_name=caller_name, other_uuid=other_uuid)
@@ -128,12 +128,12 @@ def _leg_data(sim: "FreeSwitchSim", uuid: str, other_uuid: str, target: Loopback
     return data
 
 
-def _register(sim: "FreeSwitchSim", channel: SimChannel) -> None:
+def _register(sim: FreeSwitchSim, channel: SimChannel) -> None:
     sim.register_channel(channel)
     channel.data.variables["session_id"] = str(sim.sessions_since_startup)
 
 
-async def originate(sim: "FreeSwitchSim", variables: dict[str, str], dial: str, destination: str,
+async def originate(sim: FreeSwitchSim, variables: dict[str, str], dial: str, destination: str,
                     dialplan: str | None, context: str | None) -> str:
     """`originate {variables}loopback/... <destination> [dialplan] [context]`: the api body (`+OK <A uuid>\\n`)."""
     try:
@@ -151,9 +151,9 @@ async def originate(sim: "FreeSwitchSim", variables: dict[str, str], dial: str, 
     b_uuid = str(uuidlib.uuid4())
     name = variables.get("origination_caller_id_name", "")
     number = variables.get("origination_caller_id_number", "0000000000")
-    a = LoopbackLeg(sim, _leg_data(sim, a_uuid, b_uuid, target, leg="a", caller_name=name, caller_number=number,
+    a = LoopbackLeg(sim, _leg_data(a_uuid, b_uuid, target, leg="a", caller_name=name, caller_number=number,
                                    variables=variables), leg="a")
-    b = LoopbackLeg(sim, _leg_data(sim, b_uuid, a_uuid, target, leg="b", caller_name=name, caller_number=number,
+    b = LoopbackLeg(sim, _leg_data(b_uuid, a_uuid, target, leg="b", caller_name=name, caller_number=number,
                                    variables=variables), leg="b")
     a.peer, b.peer = b, a
     _register(sim, a)
@@ -163,6 +163,7 @@ async def originate(sim: "FreeSwitchSim", variables: dict[str, str], dial: str, 
     sim.set_state(a, "CS_INIT")
     _register(sim, b)
     a.fire("CHANNEL_CREATE")
+    sim.set_state(b, "CS_INIT")  # B's thread starts here (Event-Sequence between A's CREATE and ORIGINATE)
     a.fire("CHANNEL_ORIGINATE")
     sim.set_state(a, "CS_ROUTING")
     sim.set_state(a, "CS_CONSUME_MEDIA")
@@ -187,11 +188,12 @@ def _seconds(text: str | None, default: float) -> float:
     return value if value > 0 else default
 
 
-async def _run_b_leg(sim: "FreeSwitchSim", b: LoopbackLeg) -> None:
+async def _run_b_leg(sim: FreeSwitchSim, b: LoopbackLeg) -> None:
     """The B leg's session thread: created, ringing, the dialplan (engine.run_dialplan), reporting."""
     limit = sim.spawn(_call_limit(sim, b))
     try:
         b.fire("CHANNEL_CREATE")
+        b.data.state = "CS_ROUTING"  # captured: CALLSTATE RINGING already shows CS_ROUTING, then its CHANNEL_STATE
         b.set_callstate("RINGING")
         await sim.run_dialplan(b)
         await sim.report_and_destroy(b)
@@ -199,13 +201,13 @@ async def _run_b_leg(sim: "FreeSwitchSim", b: LoopbackLeg) -> None:
         limit.cancel()
 
 
-async def _call_limit(sim: "FreeSwitchSim", leg: SimChannel) -> None:
+async def _call_limit(sim: FreeSwitchSim, leg: SimChannel) -> None:
     """`max_call_seconds` bounds a loopback call like any simulated call (media time)."""
     await asyncio.sleep(sim.config.max_call_seconds / sim.config.media_speed)
     leg.hangup("NORMAL_CLEARING", kind="external", by="limit")
 
 
-async def _run_a_leg(sim: "FreeSwitchSim", a: LoopbackLeg, destination: str, dialplan: str | None,
+async def _run_a_leg(sim: FreeSwitchSim, a: LoopbackLeg, destination: str, dialplan: str | None,
                      context: str | None) -> None:
     """After the answer: the originate's `&app(arg)`, or the extension in the A leg's own dialplan."""
     if destination.startswith("&"):
@@ -225,7 +227,7 @@ async def _run_a_leg(sim: "FreeSwitchSim", a: LoopbackLeg, destination: str, dia
     await sim.report_and_destroy(a)
 
 
-async def api_uuid_send_dtmf(sim: "FreeSwitchSim", args: str) -> str:
+async def api_uuid_send_dtmf(sim: FreeSwitchSim, args: str) -> str:
     """mod_commands uuid_send_dtmf + switch_core_session_send_dtmf_string.
 
     `digits[@ms][+digits[@ms]...]`; `w` / `W` pause 0.5 s / 1 s inline (the api returns after the pauses); a
@@ -238,7 +240,7 @@ async def api_uuid_send_dtmf(sim: "FreeSwitchSim", args: str) -> str:
     if len(argv) < 2 or not isinstance(channel, LoopbackLeg) or channel.hungup:
         return send_to_far_end(sim, args)
     dtmf_string = argv[1]
-    text = dtmf_string[1:] if dtmf_string.startswith("~") else dtmf_string
+    text = dtmf_string.removeprefix("~")
     if not text or len(text) > 99:
         return "-ERR Operation failed\n"
     sent = 0
