@@ -8,11 +8,14 @@ FreeSWITCH dialplan is (flow numbers and patterns → `socket ... async full`, p
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from dataclasses import dataclass, field
 
 from .config.site import Site
 from .controller import Controller
+from .calldriver import DRIVER_EVENTS, CallOutcome, EslCallDriver
+from .esl.inbound import InboundClient
 from .esl.outbound import OutboundServer
 from .flows import FlowSet, FlowTrace
 from .sim import FreeSwitchSim, HangUp, Press, Route, SimConfig, Silence, UserBehaviour
@@ -175,6 +178,96 @@ class SimHarness:
                 except asyncio.TimeoutError:
                     trace = None
         return trace, result
+
+
+class EslTarget:
+    """Calls placed the way a person would test a live switch: loopback calls originated over the
+    switch's inbound ESL (EslCallDriver), handled by this process's controller on `outbound`.
+
+    With `simulate=True` the switch is our simulator (its dialplan derived from the site, its ESL
+    on port 0); otherwise `esl` is a real FreeSWITCH whose deployed dialplan hands the site's flow
+    numbers to `outbound` (`switchctl deploy` renders exactly that). The same calls, the same
+    checks: one integration suite, two targets.
+    """
+
+    def __init__(self, site: Site, flows: FlowSet, *, simulate: bool = True,
+                 esl: tuple[str, int, str] | None = None, outbound: tuple[str, int] = ("127.0.0.1", 0),
+                 media_speed: float = 50.0, users: dict[str, UserBehaviour] | None = None) -> None:
+        self.site = site
+        self.flows = flows
+        self.simulate = simulate
+        self.esl = esl
+        self.media_speed = media_speed if simulate else 1.0
+        self.harness = SimHarness(site, flows, media_speed=media_speed, users=users)
+        if not simulate:
+            self.harness.server = OutboundServer(
+                lambda session: self.harness.controller.handle_session(session, "fs"),
+                host=outbound[0], port=outbound[1],
+            )
+        self.driver: EslCallDriver | None = None
+
+    @property
+    def controller(self) -> Controller:
+        return self.harness.controller
+
+    async def start(self) -> None:
+        if self.simulate:
+            await self.harness.start()
+            assert self.harness.sim is not None
+            host, port, password = "127.0.0.1", self.harness.sim.esl_port, "ClueCon"
+        else:
+            await self.harness.server.start()
+            assert self.esl is not None, "a real switch needs esl=(host, port, password)"
+            host, port, password = self.esl
+        client = InboundClient(host, port, password, name="calls", events=DRIVER_EVENTS, event_format="plain")
+        # the caller presses shortly after each prompt starts: 0.2 s of switch media time
+        self.driver = EslCallDriver(client, press_delay=0.2 / self.media_speed)
+        await self.driver.start()
+
+    async def close(self) -> None:
+        if self.driver is not None:
+            await self.driver.close()
+        if self.simulate:
+            await self.harness.close()
+        else:
+            await self.harness.server.close()
+
+    async def __aenter__(self) -> "EslTarget":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def call(self, dial: str, presses: list[str] | None = None, *, caller: str = "1001",
+                   timeout: float = 60.0) -> tuple[FlowTrace | None, CallOutcome]:
+        """Place one call; returns (the controller's FlowTrace for it or None, the switch's view)."""
+        assert self.driver is not None, "start() first"
+        outcome = await self.driver.call(dial, presses or [], caller=caller, timeout=timeout)
+        trace = None
+        if outcome.uuid is not None:
+            harness = self.harness
+            if outcome.uuid in harness.traces:
+                trace = harness.traces[outcome.uuid]
+            else:
+                waiter = harness._trace_waiters.setdefault(outcome.uuid, asyncio.get_running_loop().create_future())
+                try:
+                    trace = await asyncio.wait_for(waiter, 5.0)
+                except asyncio.TimeoutError:
+                    trace = None
+        return trace, outcome
+
+
+def target_from_env(site: Site, flows: FlowSet, **kwargs: object) -> EslTarget:
+    """The simulator, or the real FreeSWITCH named by SWITCHCTL_FS_ESL=host:port:password (with the
+    controller's outbound socket on SWITCHCTL_FS_OUTBOUND=host:port, default 127.0.0.1:8084)."""
+    spec = os.environ.get("SWITCHCTL_FS_ESL")
+    if not spec:
+        return EslTarget(site, flows, simulate=True, **kwargs)  # type: ignore[arg-type]
+    host, port, password = spec.split(":", 2)
+    out_host, out_port = os.environ.get("SWITCHCTL_FS_OUTBOUND", "127.0.0.1:8084").rsplit(":", 1)
+    return EslTarget(site, flows, simulate=False, esl=(host, int(port), password),
+                     outbound=(out_host, int(out_port)), **kwargs)  # type: ignore[arg-type]
 
 
 async def run_flow_test(

@@ -1,7 +1,8 @@
 """Every node type and every menu and collect outcome, end to end through the simulator.
 
-The flows are in tests/sites/allnodes/; each call goes simulator -> outbound socket -> controller ->
-flow runtime -> FreeSWITCH backend -> ESL, so these are the same outcomes a real switch must give.
+The flows are in tests/sites/allnodes/; each call is a loopback call originated over inbound ESL and
+goes switch -> outbound socket -> controller -> flow runtime -> FreeSWITCH backend -> ESL. The switch
+is the simulator, or a real FreeSWITCH with SWITCHCTL_FS_ESL set (see tests/test_ivr_sim.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from switchctl.config.site import load_site
-from switchctl.flowtest import SimHarness
+from switchctl.flowtest import target_from_env
 from switchctl.sitecheck import check_site
 
 SITE = Path(__file__).resolve().parent / "sites" / "allnodes" / "site.yaml"
@@ -22,8 +23,8 @@ async def harness():
     site = load_site(SITE)
     result = check_site(site)
     assert result.ok, result.report()
-    async with SimHarness(site, result.flows, media_speed=100.0) as h:
-        yield h
+    async with target_from_env(site, result.flows, media_speed=100.0) as target:
+        yield target
 
 
 def ran(result) -> list[tuple[str, str]]:
