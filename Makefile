@@ -18,7 +18,8 @@ help:
 	@echo "make check    validate $(SITE) and its call flows"
 	@echo "make render   render the FreeSWITCH config of $(SITE) into $(RENDER_DIR)"
 	@echo "make deploy   install the rendered config into CONF_DIR=$(CONF_DIR) and reload the switch"
-	@echo "make flow-test DIAL=9000 PRESS='1 9'  run a flow on the simulator and print its path"
+	@echo "make call DIAL=9000 PRESS='1 9'       place a call on the running site's switch (after make run)"
+	@echo "make flow-test DIAL=9000 PRESS='1 9'  run a flow on a private simulator and print its path"
 	@echo "make bench    benchmarks (figures go to docs/BENCHMARKS.md)"
 
 setup: $(VENV)/.installed
@@ -48,6 +49,9 @@ render: setup
 
 deploy: setup
 	$(BIN)/switchctl deploy -c $(SITE) --conf-dir $(CONF_DIR)
+
+call: setup
+	$(BIN)/switchctl call -c $(SITE) $(DIAL) $(foreach p,$(PRESS),--press '$(p)')
 
 flow-test: setup
 	$(BIN)/switchctl flow test -c $(SITE) --dial $(DIAL) $(foreach p,$(PRESS),--press '$(p)')

@@ -17,9 +17,6 @@ A call is `bgapi originate {origination_uuid=<ours>,origination_caller_id_number
   socket. Found by its CHANNEL_CREATE, whose `variable_other_loopback_leg_uuid` is the caller leg's uuid.
   Everything the outcome reports about "the call" (apps, events, hangup cause, billsec) is this leg's.
 
-(The brief that asked for this module called the call leg "A" and the caller leg "B"; FreeSWITCH names them the
-other way round, `-b` and `-a`. `CallOutcome.a_uuid` keeps the brief's name for the call leg.)
-
 Presses: one entry per digit-collecting application (`play_and_get_digits`, `read`) the call leg starts, sent
 `press_delay` seconds after its CHANNEL_EXECUTE: digits (`uuid_send_dtmf`, `w`/`W` pauses and `@ms` allowed),
 "-" or "" for silence, "hangup" for the caller hanging up. Applications beyond the list get silence.
@@ -81,11 +78,6 @@ class CallOutcome:
     presses_used: int = 0  # collecting applications seen (each consumed one entry of `presses`)
     press_errors: list[str] = field(default_factory=list)  # uuid_send_dtmf / uuid_kill failures
     variables: dict[str, str] = field(default_factory=dict)  # the call leg's variables at CHANNEL_HANGUP_COMPLETE
-
-    @property
-    def a_uuid(self) -> str | None:
-        """The brief's name for the call leg (FreeSWITCH's loopback/<dial>-b)."""
-        return self.uuid
 
     @property
     def ok(self) -> bool:
@@ -242,8 +234,8 @@ class EslCallDriver:
                     call.tasks.add(task)
                     task.add_done_callback(call.tasks.discard)
         elif name == "CHANNEL_EXECUTE_COMPLETE":
-            outcome.apps.append((event.get("Application") or "", event.get("Application-Data") or "",
-                                 event.get("Application-Response") or ""))
+            outcome.apps.append((_text(event.get("Application")), _text(event.get("Application-Data")),
+                                 _text(event.get("Application-Response"))))
         elif name == "DTMF":
             outcome.dtmf += event.get("DTMF-Digit") or ""
         elif name == "CHANNEL_HANGUP_COMPLETE":
@@ -276,6 +268,11 @@ class EslCallDriver:
             body = f"-ERR {error}"
         if not body.startswith("+OK"):
             call.outcome.press_errors.append(f"uuid_kill: {body.strip()}")
+
+
+def _text(value: str | None) -> str:
+    """A header's text; FreeSWITCH writes an empty value as `_undef_` in plain events (switch_event.c)."""
+    return "" if value in (None, "_undef_") else value
 
 
 def _int(text: str | None) -> int | None:

@@ -156,6 +156,41 @@ def cmd_calls(args: argparse.Namespace) -> int:
     return aio.run(go())
 
 
+def cmd_call(args: argparse.Namespace) -> int:
+    """Place a call on the site's switch over its event socket (a loopback call, steered with
+    uuid_send_dtmf) and print what the switch ran: a live check of a running controller."""
+    from .calldriver import DRIVER_EVENTS, CallDriverTimeout, EslCallDriver
+    from .esl.errors import ESLError
+    from .esl.inbound import InboundClient
+
+    site = _load_site(args.config)
+    sw = _freeswitches(site, args.switch)[0]
+
+    async def go() -> int:
+        client = InboundClient(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name,
+                               events=DRIVER_EVENTS, event_format="plain")
+        driver = EslCallDriver(client)
+        try:
+            await driver.start()
+            outcome = await driver.call(args.number, args.press, caller=args.caller, timeout=args.timeout)
+        except CallDriverTimeout as exc:
+            print(f"call did not end within {args.timeout:g} s: {exc}", file=sys.stderr)
+            return 1
+        except (ESLError, OSError) as exc:
+            print(f"cannot reach {sw.name} at {sw.esl.host}:{sw.esl.port}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await driver.close()
+        print(f"call {args.caller} -> {args.number} on {sw.name}: {outcome.originate or ''}")
+        for app, arg, response in outcome.apps:
+            print(f"  {app} {arg}".rstrip() + (f"  [{response}]" if response not in ("", "_none_") else ""))
+        print(f"hangup: {outcome.hangup_cause}" + (f", billed {outcome.billusec / 1e6:.3f} s"
+                                                     if outcome.billusec is not None else ""))
+        return 0 if outcome.uuid is not None else 1
+
+    return aio.run(go())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .controller import Controller
 
@@ -182,8 +217,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.info("controller running", extra={"site": site.name, "flows": len(flows)})
         if sim is not None:
             print(
-                "switchctl is running against the FreeSWITCH simulator. In another shell:\n"
-                f"  {Path(sys.argv[0]).name} flow test -c {args.config} --dial 9000 --press 1 --press 9\n"
+                "switchctl is running against the FreeSWITCH simulator. Place a call from another shell:\n"
+                f"  make call      (or: switchctl call -c {args.config} 9000 --press 1 --press 9)\n"
                 "Stop with Ctrl-C.",
                 flush=True,
             )
@@ -251,6 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_site(sub.add_parser("calls", help="live calls on each switch"))
     sp.add_argument("--switch", help="only this switch")
     sp.set_defaults(func=cmd_calls)
+
+    sp = with_site(sub.add_parser("call", help="place a call on the site's switch and print what it ran"))
+    sp.add_argument("number", help="destination, e.g. 9000")
+    sp.add_argument("--press", action="append", default=[],
+                    help="digits at the next prompt that collects digits; '-' presses nothing; 'hangup'")
+    sp.add_argument("--caller", default="1001")
+    sp.add_argument("--switch", help="which switch of the site (default: the first FreeSWITCH)")
+    sp.add_argument("--timeout", type=float, default=60.0)
+    sp.set_defaults(func=cmd_call)
 
     flow = sub.add_parser("flow", help="call-flow tools")
     fsub = flow.add_subparsers(dest="flow_command", required=True)
