@@ -209,7 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.simulator:
             from .flowtest import simulator_for_site
 
-            sim = simulator_for_site(site, flows)
+            sim = simulator_for_site(site, flows, media_speed=args.sim_media_speed)
             await sim.start()
             log.info("FreeSWITCH simulator started", extra={"esl": f"{site.switches[0].esl.host}:{sim.esl_port}"})
         controller = Controller(site, flows)
@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_site(sub.add_parser("run", help="run the controller"))
     sp.add_argument("--simulator", action="store_true", help="start the FreeSWITCH simulator as the site's switch")
+    sp.add_argument("--sim-media-speed", type=float, default=1.0,
+                    help="with --simulator: play media and read timeouts N times faster (tests)")
     sp.add_argument("--grace", type=float, default=10.0, help="seconds live calls get on SIGTERM")
     sp.set_defaults(func=cmd_run)
 

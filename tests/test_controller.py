@@ -90,7 +90,8 @@ def test_sigterm_stops_the_controller_cleanly(tmp_path):
     ports = {"name": "fs1", "esl": free_port(), "outbound": free_port(), "sip": free_port()}
     site = write_site(tmp_path, [ports])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "switchctl.cli", "run", "-c", str(site), "--simulator", "--grace", "1"],
+        [sys.executable, "-m", "switchctl.cli", "run", "-c", str(site), "--simulator", "--grace", "1",
+         "--sim-media-speed", "10"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -102,7 +103,12 @@ def test_sigterm_stops_the_controller_cleanly(tmp_path):
             line = proc.stdout.readline()
             assert line, f"controller exited early: {seen}"
             seen += line
-        time.sleep(0.3)  # let the inbound connection come up
+        # a call through the running controller, placed the way `make call` does
+        call = subprocess.run([sys.executable, "-m", "switchctl.cli", "call", "-c", str(site), "9000",
+                               "--press", "2", "--press", "hangup"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert call.returncode == 0, call.stdout + call.stderr
+        assert "say en number iterated 1001" in call.stdout and "hangup: NORMAL_CLEARING" in call.stdout
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)
         seen += out
