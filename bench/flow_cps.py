@@ -222,6 +222,10 @@ async def run_step(sim, number: str, presses: list[str], rate: float, calls: int
     failed = after["failed"] - before["failed"]
     bad = [r for r in results if isinstance(r, BaseException) or r.hangup_cause != "NORMAL_CLEARING"
            or proof not in [(app, arg) for app, arg, _ in r.apps]]
+    if bad and os.environ.get("FLOW_CPS_DEBUG"):
+        from collections import Counter
+        print(Counter(r.hangup_cause if not isinstance(r, BaseException) else repr(r) for r in bad),
+              [a for a, _, _ in bad[0].apps] if not isinstance(bad[0], BaseException) else "")
     samples = sorted(after["samples"])
     cpu = after["cpu"] - before["cpu"]
     return {
@@ -307,8 +311,8 @@ async def main_async(args) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=1000, help="calls per step (bounded: <= 5000)")
-    parser.add_argument("--rates", default="100,200,300", help="calls/s steps")
-    parser.add_argument("--media-speed", type=float, default=50.0)
+    parser.add_argument("--rates", default="100", help="calls/s steps (the simulator, in this process, keeps up to about 120)")
+    parser.add_argument("--media-speed", type=float, default=20.0)
     parser.add_argument("--walks", default="booth,tour", help=f"IVR walks: {', '.join(WALKS)}")
     args = parser.parse_args()
     args.calls = min(args.calls, 5000)
