@@ -189,7 +189,8 @@ async def test_collect_ok_say_set_play(tmp_path):
     assert trace.path == ["ask", "readback", "store", "greet", "bye"]
     specs = call.collects()
     assert len(specs) == 2 and specs[0].min_digits == 4 and specs[0].pattern == r"^\d{4}$"
-    assert ("play", ("ivr/bad_pin",)) in call.ops  # after the short entry
+    # the invalid prompt after the short entry leads the next try's prompt (one switch application)
+    assert specs[1].prompts == ["ivr/bad_pin", "ivr/enter_pin"]
     assert ("say", "4321", "digits", "fr") in call.ops
     assert ("set_variable", "account", "acct-4321") in call.ops
     assert ("play", ("ivr/hello", "ivr/fr/account")) in call.ops
@@ -428,3 +429,55 @@ def test_match_numbers_then_patterns(menu_flows):
     flow, captures = menu_flows.match("9123")
     assert flow.name == "main" and captures == ("1", "23")
     assert menu_flows.match("91234") is None
+
+
+async def test_invalid_sound_leads_the_next_try_in_one_collect(menu_flows):
+    call = ScriptedCall(["7", "1"])
+    trace = await run(menu_flows, call)
+    assert trace.steps[1] == ("main", "main_menu", "1")
+    specs = call.collects()
+    assert specs[1].prompts == ["ivr/invalid", "ivr/main_short"]  # no separate play of the invalid sound
+    assert not [op for op in call.ops if op[0] == "play"]
+
+
+async def test_exit_sound_is_played_before_a_non_input_node(menu_flows):
+    call = ScriptedCall(["7", "55", "9999"])
+    await run(menu_flows, call)
+    plays = [op for op in call.ops if op[0] == "play"]
+    assert plays == [("play", ("ivr/invalid", "ivr/goodbye"))]  # both, in one play, before the hangup
+    assert call.ops.index(plays[0]) < call.ops.index(("hangup", "CALL_REJECTED"))
+
+
+BARGE = """
+flow: info
+numbers: ["7100"]
+nodes:
+  hello: {type: play, prompts: [ivr/rates], barge_in: true, next: pick}
+  pick:
+    type: menu
+    greeting: ivr/pick
+    on: {"1": again, timeout: bye, invalid: bye}
+  again: {type: play, prompts: [ivr/rates], next: bye}
+  bye: {type: hangup}
+"""
+
+
+async def test_barge_in_play_leads_the_following_menu(tmp_path):
+    flows = flows_of(tmp_path, BARGE)
+    call = ScriptedCall(["1"], destination="7100")
+    trace = await run(flows, call)
+    assert trace.path == ["hello", "pick", "again", "bye"]
+    assert call.collects()[0].prompts == ["ivr/rates", "ivr/pick"]
+    # a play without barge_in is played on its own, before the hangup
+    assert [op for op in call.ops if op[0] == "play"] == [("play", ("ivr/rates",))]
+
+
+async def test_barge_in_prompt_is_not_lost_when_the_menu_is_over_budget(tmp_path):
+    text = BARGE.replace("greeting: ivr/pick", "greeting: ivr/pick\n    max_visits: 1").replace(
+        '"1": again', '"1": hello, "2": again')
+    flows = flows_of(tmp_path, text)
+    call = ScriptedCall(["1"], destination="7100")
+    trace = await run(flows, call)
+    # second visit to pick is over budget: it does not prompt, but hello's lead-in is still played
+    assert trace.steps[-2][1:] == ("pick", "timeout")
+    assert ("play", ("ivr/rates",)) in call.ops

@@ -89,6 +89,7 @@ class AnswerNode(Node):
 @dataclass
 class PlayNode(Node):
     prompt_list: tuple[Template, ...] = ()
+    barge_in: bool = False  # before a menu/collect: its prompts lead that node's first prompt
     kind: ClassVar[str] = "play"
 
 

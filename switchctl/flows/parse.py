@@ -67,7 +67,7 @@ PROGRESS_TIMEOUT GATEWAY_DOWN
 # Keys each node type accepts besides `type` (the schema; docs/FLOWS.md documents each).
 NODE_KEYS: dict[str, tuple[str, ...]] = {
     "answer": ("next",),
-    "play": ("prompts", "next"),
+    "play": ("prompts", "barge_in", "next"),
     "say": ("value", "kind", "language", "next"),
     "collect": ("prompt", "min_digits", "max_digits", "timeout", "inter_digit_timeout",
                 "terminators", "pattern", "tries", "invalid_prompt", "var", "max_visits",
@@ -296,6 +296,7 @@ def _answer(f: _Fields, node: AnswerNode) -> None:
 
 def _play(f: _Fields, node: PlayNode) -> None:
     node.prompt_list = f.prompts(node, "prompts", required=True)
+    node.barge_in = f.boolean("barge_in", False)
     f.edge(node, "next", "next", required=True)
 
 

@@ -18,7 +18,7 @@ import zoneinfo
 from pathlib import Path
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from switchctl.switch.call import Call, CallGone, CollectOutcome, CollectSpec, SayKind
 
@@ -80,6 +80,10 @@ class _Run:
     result: str | None = None
     cause: str | None = None
     jump: str | None = None  # next node chosen by a transfer to a flow or a return
+    # Prompts waiting to be played in front of the next digit collection (a barge-in `play`, a
+    # menu's invalid or exit sound): one switch application instead of two, and the caller may
+    # type ahead. Any other node plays them first.
+    lead_in: list[str] = field(default_factory=list)
 
 
 def _utc_now() -> dt.datetime:
@@ -206,11 +210,19 @@ class FlowRunner:
     async def _execute(self, run: _Run, node: Node) -> str:
         """Run one node; return its outcome (the key of the edge to follow)."""
         call = run.call
+        if run.lead_in and not isinstance(node, (MenuNode, CollectNode)):
+            await self._flush_lead_in(run)
         if isinstance(node, AnswerNode):
             await call.answer()
             return "next"
         if isinstance(node, PlayNode):
-            await call.play([self._prompt(run, p) for p in node.prompt_list])
+            prompts = [self._prompt(run, p) for p in node.prompt_list]
+            successor = node.target("next")
+            following = run.flow.nodes.get(successor) if successor else None
+            if node.barge_in and isinstance(following, (MenuNode, CollectNode)):
+                run.lead_in.extend(prompts)  # played as the start of that node's first prompt
+            else:
+                await call.play(prompts)
             return "next"
         if isinstance(node, SayNode):
             assert node.value is not None
@@ -256,11 +268,22 @@ class FlowRunner:
         run.visits[key] += 1
         return run.visits[key] > node.max_visits
 
+    async def _flush_lead_in(self, run: _Run) -> None:
+        prompts, run.lead_in = run.lead_in, []
+        await run.call.play(prompts)
+
+    def _take_lead_in(self, run: _Run) -> list[str]:
+        prompts, run.lead_in = run.lead_in, []
+        return prompts
+
     async def _collect(self, run: _Run, node: CollectNode) -> str:
         if self._over_budget(run, node):
+            if run.lead_in:
+                await self._flush_lead_in(run)
             return node.exit_outcome or "timeout"
+        prompts = [self._prompt(run, p) for p in node.prompt_list]
         spec = CollectSpec(
-            prompts=[self._prompt(run, p) for p in node.prompt_list],
+            prompts=prompts,
             min_digits=node.min_digits,
             max_digits=node.max_digits,
             timeout=node.timeout,
@@ -271,7 +294,8 @@ class FlowRunner:
         )
         outcome = "timeout"
         for _ in range(node.tries):
-            result = await run.call.collect(spec)
+            lead_in = self._take_lead_in(run)
+            result = await run.call.collect(replace(spec, prompts=lead_in + prompts) if lead_in else spec)
             if result.outcome is CollectOutcome.OK and self._acceptable(node, result.digits):
                 run.digits = result.digits
                 if node.var:
@@ -282,7 +306,7 @@ class FlowRunner:
             else:
                 outcome = "invalid"
                 if node.invalid_prompt is not None:
-                    await run.call.play([self._prompt(run, node.invalid_prompt)])
+                    run.lead_in.append(self._prompt(run, node.invalid_prompt))
         return outcome
 
     @staticmethod
@@ -294,6 +318,8 @@ class FlowRunner:
 
     async def _menu(self, run: _Run, node: MenuNode) -> str:
         if self._over_budget(run, node):
+            if run.lead_in:
+                await self._flush_lead_in(run)
             return node.exit_outcome or "timeout"
         terminators = "#" if node.digit_len > 1 and "#" not in node.options else ""
         failures = timeouts = 0
@@ -303,7 +329,7 @@ class FlowRunner:
             first = False
             assert greeting is not None
             result = await run.call.collect(CollectSpec(
-                prompts=[self._prompt(run, greeting)],
+                prompts=self._take_lead_in(run) + [self._prompt(run, greeting)],
                 min_digits=1,
                 max_digits=node.digit_len,
                 timeout=node.timeout,
@@ -313,7 +339,7 @@ class FlowRunner:
             if result.outcome is CollectOutcome.TIMEOUT:
                 timeouts += 1
                 if timeouts >= node.max_timeouts:
-                    await self._play_optional(run, node.exit_sound)
+                    self._queue_optional(run, node.exit_sound)
                     return "timeout"
                 continue
             digits = result.digits
@@ -327,14 +353,14 @@ class FlowRunner:
                     run.captures = tuple(g or "" for g in match.groups())
                     return "direct_dial"
             failures += 1
-            await self._play_optional(run, node.invalid_sound)
+            self._queue_optional(run, node.invalid_sound)
             if failures >= node.max_failures:
-                await self._play_optional(run, node.exit_sound)
+                self._queue_optional(run, node.exit_sound)
                 return "invalid"
 
-    async def _play_optional(self, run: _Run, prompt: Template | None) -> None:
+    def _queue_optional(self, run: _Run, prompt: Template | None) -> None:
         if prompt is not None:
-            await run.call.play([self._prompt(run, prompt)])
+            run.lead_in.append(self._prompt(run, prompt))
 
     def _route(self, run: _Run, node: RouteNode) -> str:
         now = self.clock()
