@@ -98,62 +98,58 @@ def _freeswitches(site, name: str | None):
     return switches
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """`api status` of each switch over its event socket; exit 1 if any is unreachable."""
+async def _ask_each_switch(site, name: str | None, command: str, show) -> int:
+    """Run one api command on each FreeSWITCH of the site; `show(switch, text)` prints the answer.
+    Returns 1 when any switch could not be asked (each one is reported)."""
     from .esl.errors import ESLError
     from .esl.inbound import InboundClient
 
+    failed = 0
+    for sw in _freeswitches(site, name):
+        client = InboundClient(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name, events=())
+        try:
+            await client.connect()
+            text = await client.api(command)
+        except (ESLError, OSError) as exc:
+            failed += 1
+            print(f"{sw.name} ({sw.esl.host}:{sw.esl.port}): DOWN: {exc}")
+            continue
+        finally:
+            await client.close()
+        show(sw, text)
+    return 1 if failed else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`api status` of each switch over its event socket; exit 1 if any is unreachable."""
     site = _load_site(args.config)
 
-    async def go() -> int:
-        failed = 0
-        for sw in _freeswitches(site, args.switch):
-            client = InboundClient(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name, events=())
-            try:
-                await client.connect()
-                text = await client.api("status")
-                print(f"{sw.name} ({sw.esl.host}:{sw.esl.port}): up")
-                for line in text.strip().splitlines():
-                    print(f"  {line}")
-            except (ESLError, OSError) as exc:
-                failed += 1
-                print(f"{sw.name} ({sw.esl.host}:{sw.esl.port}): DOWN: {exc}")
-            finally:
-                await client.close()
-        return 1 if failed else 0
+    def show(sw, text: str) -> None:
+        print(f"{sw.name} ({sw.esl.host}:{sw.esl.port}): up")
+        for line in text.strip().splitlines():
+            print(f"  {line}")
 
-    return aio.run(go())
+    return aio.run(_ask_each_switch(site, args.switch, "status", show))
 
 
 def cmd_calls(args: argparse.Namespace) -> int:
     """Live calls of each switch (`show channels as json`)."""
     import json as jsonlib
 
-    from .esl.errors import ESLError
-    from .esl.inbound import InboundClient
-
     site = _load_site(args.config)
 
-    async def go() -> int:
-        failed = 0
-        for sw in _freeswitches(site, args.switch):
-            client = InboundClient(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name, events=())
-            try:
-                await client.connect()
-                rows = jsonlib.loads(await client.api("show channels as json")).get("rows", [])
-            except (ESLError, OSError, ValueError) as exc:
-                failed += 1
-                print(f"{sw.name}: unreachable: {exc}")
-                continue
-            finally:
-                await client.close()
-            print(f"{sw.name}: {len(rows)} channel(s)")
-            for row in rows:
-                print(f"  {row.get('uuid', '')}  {row.get('state', ''):<12} {row.get('cid_num', '')} -> "
-                      f"{row.get('dest', '')}  {row.get('application', '')} {row.get('created', '')}")
-        return 1 if failed else 0
+    def show(sw, text: str) -> None:
+        try:
+            rows = jsonlib.loads(text).get("rows", [])
+        except ValueError:
+            print(f"{sw.name}: unreadable answer to show channels: {text[:200]!r}")
+            return
+        print(f"{sw.name}: {len(rows)} channel(s)")
+        for row in rows:
+            print(f"  {row.get('uuid', '')}  {row.get('state', ''):<12} {row.get('cid_num', '')} -> "
+                  f"{row.get('dest', '')}  {row.get('application', '')} {row.get('created', '')}")
 
-    return aio.run(go())
+    return aio.run(_ask_each_switch(site, args.switch, "show channels as json", show))
 
 
 def cmd_call(args: argparse.Namespace) -> int:

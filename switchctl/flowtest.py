@@ -166,18 +166,21 @@ class SimHarness:
         call = self.sim.place_call(destination=dial, caller=caller, script=script_from_presses(presses or []),
                                    hangup_after=hangup_after)
         result = await asyncio.wait_for(call.done, timeout)
-        trace = None
-        if result.uuid is not None:
-            if result.uuid in self.traces:
-                trace = self.traces[result.uuid]
-            elif result.connections:
-                # the controller's handler may still be winding down its session
-                waiter = self._trace_waiters.setdefault(result.uuid, asyncio.get_running_loop().create_future())
-                try:
-                    trace = await asyncio.wait_for(waiter, 5.0)
-                except asyncio.TimeoutError:
-                    trace = None
+        trace = await self.trace_of(result.uuid) if result.connections else None
         return trace, result
+
+    async def trace_of(self, uuid: str | None, wait: float = 5.0) -> FlowTrace | None:
+        """The controller's trace of the call `uuid`, waiting briefly: when the switch reports the
+        call over, the controller's handler may still be winding down its session."""
+        if uuid is None:
+            return None
+        if uuid in self.traces:
+            return self.traces[uuid]
+        waiter = self._trace_waiters.setdefault(uuid, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(waiter, wait)
+        except asyncio.TimeoutError:
+            return None
 
 
 class EslTarget:
@@ -244,18 +247,7 @@ class EslTarget:
         """Place one call; returns (the controller's FlowTrace for it or None, the switch's view)."""
         assert self.driver is not None, "start() first"
         outcome = await self.driver.call(dial, presses or [], caller=caller, timeout=timeout)
-        trace = None
-        if outcome.uuid is not None:
-            harness = self.harness
-            if outcome.uuid in harness.traces:
-                trace = harness.traces[outcome.uuid]
-            else:
-                waiter = harness._trace_waiters.setdefault(outcome.uuid, asyncio.get_running_loop().create_future())
-                try:
-                    trace = await asyncio.wait_for(waiter, 5.0)
-                except asyncio.TimeoutError:
-                    trace = None
-        return trace, outcome
+        return await self.harness.trace_of(outcome.uuid), outcome
 
 
 def target_from_env(site: Site, flows: FlowSet, **kwargs: object) -> EslTarget:
