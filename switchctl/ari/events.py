@@ -1,0 +1,366 @@
+"""The ARI event stream: one WebSocket on /ari/events, handlers called in order, reconnect + resync.
+
+Why it is shaped this way (captures 07):
+- ARI never replays events missed while no WebSocket was connected, and a reconnect produces no
+  event. So on every (re)connect we take a snapshot (`GET /channels`, `GET /bridges`,
+  `GET /applications/{app}`) and hand it to the resync callback. The snapshot is taken after the
+  WebSocket is open, so no event falls between snapshot and stream (some may already be reflected
+  in the snapshot: handlers must be idempotent), and it is delivered through the same queue as the
+  events, so handlers see: events before the gap, the snapshot, events after.
+- The reader task never awaits a handler: it parses each frame and queues it; one dispatcher task
+  calls the handlers, in registration order, one event at a time. A slow handler delays later
+  events (order is the contract) but never the socket. The queue is bounded; past `max_queue`
+  events are dropped and counted (`dropped`) with one error log per overflow run.
+- Losing the socket logs ONE warning; getting it back logs ONE info; retries in between log at
+  debug. Backoff starts at 0.5 s and doubles to 30 s, with +-20 % jitter.
+- A 401 (at the handshake or while taking the snapshot) stops the stream: retrying a wrong
+  password only floods Asterisk's log. `wait_connected()` raises it.
+- `ApplicationReplaced`: another WebSocket took our app. Asterisk leaves our socket open but sends
+  nothing more; reconnecting would steal the app back and forth, so the stream stops (one warning)
+  after dispatching the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .client import AriClient
+from .errors import AriAuthError, AriError, AriNotFound
+from .models import Application, AriProtocolError, Bridge, Channel, Event, parse_event
+
+log = logging.getLogger("switchctl.ari")
+
+BACKOFF_INITIAL = 0.5
+BACKOFF_MAX = 30.0
+JITTER = 0.2
+DEFAULT_MAX_QUEUE = 100_000
+DEFAULT_HEARTBEAT = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What Asterisk holds right after a (re)connect. `application` is None when Asterisk has no
+    such app (it is created by the WebSocket itself, so that is only a race with a restart)."""
+
+    channels: list[Channel]
+    bridges: list[Bridge]
+    application: Application | None
+    reconnected: bool  # False on the first connection of this stream
+
+
+EventHandler = Callable[[Event], "Awaitable[None] | None"]
+ResyncCallback = Callable[[Snapshot], "Awaitable[None] | None"]
+
+
+class _Registration:
+    """A handler: a callable (optionally limited to some event types) or an object whose
+    `on_<EventType>` methods are called (python-socketio style), `on_event` catching the rest."""
+
+    __slots__ = ("is_object", "target", "types")
+
+    def __init__(self, target: Any, types: frozenset[str]) -> None:
+        if isinstance(target, type):
+            raise TypeError(f"register an instance of {target.__name__}, not the class")
+        self.is_object = not callable(target) or _has_on_methods(target)
+        if self.is_object and types:
+            raise TypeError("event types filter only plain callables; a handler object picks by method name")
+        if self.is_object and not _has_on_methods(target):
+            raise TypeError(f"{target!r} is neither callable nor has on_<EventType> methods")
+        self.target = target
+        self.types = types
+
+    def resolve(self, event: Event) -> Callable[[Event], Any] | None:
+        if not self.is_object:
+            return self.target if not self.types or event.type in self.types else None
+        method = getattr(self.target, f"on_{event.type}", None)
+        return method if method is not None else getattr(self.target, "on_event", None)
+
+
+def _has_on_methods(obj: object) -> bool:
+    return any(name.startswith("on_") and callable(getattr(obj, name, None)) for name in dir(obj))
+
+
+class AriEventStream:
+    """Keeps one WebSocket to `client`'s app open and dispatches its events.
+
+    Use `async with AriEventStream(client, resync=cb) as stream:` or `start()`/`stop()`.
+    """
+
+    def __init__(
+        self,
+        client: AriClient,
+        *,
+        resync: ResyncCallback | None = None,
+        subscribe_all: bool = False,
+        backoff_initial: float = BACKOFF_INITIAL,
+        backoff_max: float = BACKOFF_MAX,
+        heartbeat: float | None = DEFAULT_HEARTBEAT,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.client = client
+        self.resync = resync
+        self.subscribe_all = subscribe_all
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.heartbeat = heartbeat
+        self.max_queue = max_queue
+        self._rng = rng
+        self._handlers: list[_Registration] = []
+        self._queue: asyncio.Queue[Event | Snapshot | None] = asyncio.Queue()
+        self._connected = asyncio.Event()
+        self._finished = asyncio.Event()  # the run loop ended (stop, fatal error or replaced)
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._overflowing = False
+        self.failure: AriError | None = None  # the fatal error that stopped the stream
+        self.replaced = False
+        self.received = 0  # frames read from the socket
+        self.dispatched = 0  # events whose handlers have all run
+        self.dropped = 0  # events dropped because the queue was full
+        self.connections = 0  # successful (re)connections
+
+    # -----------------------------------------------------------------------------------------
+    # Public API
+
+    def add_handler(self, handler: Any, *types: str) -> None:
+        """Register `handler` (called after those registered before it). A callable gets every
+        event, or only `types`; an object gets `on_<Type>(event)` / `on_event(event)` calls.
+        Handlers may be plain functions or coroutines."""
+        self._handlers.append(_Registration(handler, frozenset(types)))
+
+    def remove_handler(self, handler: Any) -> None:
+        self._handlers = [r for r in self._handlers if r.target is not handler]
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def pending(self) -> int:
+        """Events read but not yet dispatched."""
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._run_task is not None:
+            raise RuntimeError("the event stream is already started")
+        self._run_task = asyncio.create_task(self._run(), name="ari-events-reader")
+        self._dispatch_task = asyncio.create_task(self._dispatch(), name="ari-events-dispatch")
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Until the socket is open and the snapshot taken; raises the fatal error (e.g.
+        AriAuthError) if the stream stopped instead, TimeoutError after `timeout`."""
+        connected = asyncio.ensure_future(self._connected.wait())
+        finished = asyncio.ensure_future(self._finished.wait())
+        try:
+            await asyncio.wait({connected, finished}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+            finished.cancel()
+        if self._connected.is_set():
+            return
+        if self.failure is not None:
+            raise self.failure
+        if self._finished.is_set():
+            raise RuntimeError("the ARI event stream has stopped")
+        raise TimeoutError(f"ARI event stream not connected within {timeout} s")
+
+    async def stop(self, *, drain_timeout: float = 5.0) -> None:
+        """Close the socket, dispatch what was already read (up to `drain_timeout`), stop."""
+        self._stopping = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._run_task is not None:
+            self._run_task.cancel()
+            await asyncio.gather(self._run_task, return_exceptions=True)
+        if self._dispatch_task is not None:
+            self._queue.put_nowait(None)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._dispatch_task), drain_timeout)
+            except TimeoutError:
+                self._dispatch_task.cancel()
+                await asyncio.gather(self._dispatch_task, return_exceptions=True)
+        self._connected.clear()
+
+    async def __aenter__(self) -> AriEventStream:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -----------------------------------------------------------------------------------------
+    # Connection loop
+
+    def _delay(self, attempt: int) -> float:
+        base = min(self.backoff_max, self.backoff_initial * (2**attempt))
+        return min(self.backoff_max, base * (1 + JITTER * (2 * self._rng() - 1)))
+
+    async def _run(self) -> None:
+        url = self.client.events_url(subscribe_all=self.subscribe_all)
+        attempt = 0
+        ever_connected = False
+        try:
+            while not self._stopping:
+                problem = await self._connect_once(url, reconnected=ever_connected)
+                if self._stopping or self.replaced or self.failure is not None:
+                    return
+                if problem is None:  # a session ran, then the socket went away
+                    ever_connected = True
+                    attempt = 0
+                    self._down_since = time.monotonic()
+                    log.warning(
+                        "ARI event stream lost (%s); reconnecting", self._close_reason, extra={"app": self.client.app}
+                    )
+                elif self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning(
+                        "ARI event stream unavailable (%s); retrying with backoff", problem, extra={"app": self.client.app}
+                    )
+                else:
+                    log.debug("ARI event stream still down: %s", problem)
+                await asyncio.sleep(self._delay(attempt))
+                attempt += 1
+        finally:
+            self._connected.clear()
+            self._finished.set()
+
+    _close_reason = "closed"
+    _down_since: float | None = None  # when the stream was lost or first failed; None while up
+
+    async def _connect_once(self, url: Any, *, reconnected: bool) -> str | None:
+        """Open, snapshot, read until closed. None when a session ran (`_close_reason` says how
+        it ended), else why it could not start. Sets `failure` on a fatal error."""
+        try:
+            ws = await asyncio.wait_for(
+                self.client.session.ws_connect(url, headers=self.client.auth_headers, heartbeat=self.heartbeat),
+                self.client.timeout,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                self._fail(AriAuthError("GET", "/events", 401, "Authentication required"))
+            return f"handshake refused: {exc.status} {exc.message}"
+        except TimeoutError:
+            return f"no WebSocket handshake within {self.client.timeout:g} s"
+        except (aiohttp.ClientError, OSError) as exc:
+            return f"cannot connect to {url.with_query(None)}: {exc or type(exc).__name__}"
+        self._ws = ws
+        try:
+            try:
+                snapshot = await self._snapshot(reconnected)
+            except AriAuthError as exc:
+                self._fail(exc)
+                return str(exc)
+            except AriError as exc:
+                return f"resync failed: {exc}"
+            self.connections += 1
+            if self._down_since is not None:
+                down_s = round(time.monotonic() - self._down_since, 1)
+                log.info("ARI event stream back", extra={"app": self.client.app, "down_s": down_s})
+                self._down_since = None
+            elif not reconnected:
+                log.info("ARI event stream connected", extra={"app": self.client.app})
+            self._enqueue(snapshot)
+            self._connected.set()
+            self._close_reason = await self._read(ws)
+            self._connected.clear()
+            return None
+        finally:
+            self._ws = None
+            await ws.close()
+
+    def _fail(self, error: AriError) -> None:
+        self.failure = error
+        log.error("ARI event stream stopped: %s", error, extra={"app": self.client.app})
+
+    async def _snapshot(self, reconnected: bool) -> Snapshot:
+        async def application() -> Application | None:
+            try:
+                return await self.client.get_application()
+            except AriNotFound:
+                return None
+
+        channels, bridges, app = await asyncio.gather(
+            self.client.list_channels(), self.client.list_bridges(), application()
+        )
+        return Snapshot(channels, bridges, app, reconnected)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        """Read frames until the socket ends; returns why it ended."""
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self._on_frame(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                self._on_frame(msg.data.decode("utf-8", "replace"))
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                return f"socket error: {ws.exception()}"
+            if self.replaced:
+                return "application replaced"
+        code = ws.close_code
+        return f"closed by Asterisk (code {code})" if code is not None else "closed"
+
+    def _on_frame(self, text: str) -> None:
+        self.received += 1
+        try:
+            event = parse_event(text)
+        except AriProtocolError as exc:
+            log.warning("ARI event frame skipped: %s", exc)
+            return
+        if event.type == "ApplicationReplaced":
+            self.replaced = True
+            log.warning(
+                "ARI application taken over by another WebSocket; this stream stops",
+                extra={"app": self.client.app},
+            )
+        self._enqueue(event)
+
+    def _enqueue(self, item: Event | Snapshot) -> None:
+        if self._queue.qsize() >= self.max_queue:
+            self.dropped += 1
+            if not self._overflowing:
+                self._overflowing = True
+                log.error(
+                    "ARI event queue full (%d): handlers too slow, dropping events", self.max_queue,
+                    extra={"app": self.client.app},
+                )
+            return
+        self._overflowing = False
+        self._queue.put_nowait(item)
+
+    # -----------------------------------------------------------------------------------------
+    # Dispatch
+
+    async def _dispatch(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, Snapshot):
+                if self.resync is not None:
+                    await self._call(self.resync, item, "resync")
+                continue
+            for registration in list(self._handlers):
+                handler = registration.resolve(item)
+                if handler is not None:
+                    await self._call(handler, item, item.type)
+            self.dispatched += 1
+
+    async def _call(self, handler: Callable[[Any], Any], arg: Any, what: str) -> None:
+        try:
+            result = handler(arg)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            # One faulty handler must not stop the stream or the handlers after it.
+            log.exception("ARI %s handler %r failed", what, handler)
