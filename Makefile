@@ -9,7 +9,7 @@ RENDER_DIR ?= freeswitch-conf/phonebar
 DIAL ?= 9000
 PRESS ?= 1 9
 
-.PHONY: help setup run test check render deploy bench call flow-test clean
+.PHONY: help setup run test check render deploy bench call flow-test clean asterisk-start asterisk-stop asterisk-status
 
 help:
 	@echo "make setup    install system packages (Debian) and the Python venv"
@@ -21,8 +21,12 @@ help:
 	@echo "make call DIAL=9000 PRESS='1 9'       place a call on the running site's switch (after make run)"
 	@echo "make flow-test DIAL=9000 PRESS='1 9'  run a flow on a private simulator and print its path"
 	@echo "make bench    benchmarks (figures go to docs/BENCHMARKS.md)"
+	@echo "make asterisk-start / asterisk-stop / asterisk-status   real Asterisk 22 (sid chroot): ARI 127.0.0.1:8088, SIP 127.0.0.1:5060"
 
+# The Python venv, then a real Asterisk 22 in a sid chroot on loopback (tests and Asterisk sites use it;
+# 45 s the first time, 0.1 s after). An unreachable Debian archive fails here with a clear message.
 setup: $(VENV)/.installed
+	tools/asterisk-setup.sh setup
 
 # Debian 12 ships python3.11 but not always venv/pip; install what is missing, once.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -60,6 +64,15 @@ bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/esl_parse.py
 	$(BIN)/python bench/flow_cps.py
+
+asterisk-start:
+	tools/asterisk-setup.sh start
+
+asterisk-stop:
+	tools/asterisk-setup.sh stop
+
+asterisk-status:
+	tools/asterisk-setup.sh status
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
