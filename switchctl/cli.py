@@ -207,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             sim = simulator_for_site(site, flows, media_speed=args.sim_media_speed)
             await sim.start()
-            log.info("FreeSWITCH simulator started", extra={"esl": f"{site.switches[0].esl.host}:{sim.esl_port}"})
+            log.info("FreeSWITCH simulator started", extra={"esl_port": sim.esl_port})
         controller = Controller(site, flows)
         await controller.start()
         log.info("controller running", extra={"site": site.name, "flows": len(flows)})

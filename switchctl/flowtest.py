@@ -37,7 +37,9 @@ def sim_routes(site: Site, flows: FlowSet, outbound: str) -> list[Route]:
 
 def simulator_for_site(site: Site, flows: FlowSet, *, media_speed: float = 1.0) -> FreeSwitchSim:
     """A simulator standing in for the site's first FreeSWITCH, on its ESL address."""
-    sw = site.switches[0]
+    sw = next((s for s in site.switches if s.kind == "freeswitch"), None)
+    if sw is None or sw.esl is None or sw.outbound is None:
+        raise SystemExit(f"site '{site.name}' has no FreeSWITCH switch for the simulator to stand in for")
     return FreeSwitchSim(
         SimConfig(
             esl_host=sw.esl.host,

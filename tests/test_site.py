@@ -175,8 +175,11 @@ def test_missing_flows_folder(tmp_path: Path) -> None:
 
 
 def test_unsupported_kind_and_bad_acl(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE.replace("  - name: fs1\n", "  - name: fs1\n    kind: yate\n"))
+    assert "kind 'yate' is not supported yet (supported: freeswitch, asterisk)" in msg
+    # an asterisk switch takes `ari`, not FreeSWITCH's event socket
     msg = error_of(tmp_path, BASE.replace("  - name: fs1\n", "  - name: fs1\n    kind: asterisk\n"))
-    assert "kind 'asterisk' is not supported yet" in msg
+    assert "switch 'fs1' (kind asterisk) takes no 'esl': it belongs to freeswitch switches" in msg
     msg = error_of(tmp_path, BASE.replace("  - name: fs1\n", "  - name: fs1\n    acl: [nonsense]\n"))
     assert msg.endswith("4:11: switch 'fs1' acl entry 'nonsense' is not a CIDR network")
 
@@ -198,3 +201,26 @@ def test_empty_file(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(SourceError, match="the site file is empty"):
         load_site(path)
+
+
+ASTERISK = """site: ast
+switches:
+  - name: ast1
+    kind: asterisk
+    ari: {host: 127.0.0.1, port: 8088, user: switchctl, password: secret, app: switchctl}
+    sip: {ip: 127.0.0.1, port: 5060}
+flows: dialplans/
+"""
+
+
+def test_asterisk_switch(tmp_path: Path) -> None:
+    (tmp_path / "dialplans").mkdir(exist_ok=True)
+    site = load_site(write_site(tmp_path, ASTERISK))
+    sw = site.switches[0]
+    assert sw.kind == "asterisk" and sw.esl is None and sw.outbound is None
+    assert sw.ari is not None and sw.ari.url == "http://127.0.0.1:8088" and sw.ari.app == "switchctl"
+    assert str(sw.conf_dir) == "/etc/asterisk"
+    msg = error_of(tmp_path, ASTERISK.replace("    ari: {", "    ari: {bogus: 1, "))
+    assert "unknown key 'bogus'" in msg
+    msg = error_of(tmp_path, ASTERISK.replace("password: secret", "password: 'a b'"))
+    assert "ari password must not contain spaces" in msg

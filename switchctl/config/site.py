@@ -38,7 +38,7 @@ __all__ = [
     "load_site",
 ]
 
-SWITCH_KINDS = ("freeswitch",)  # asterisk arrives with the ARI backend
+SWITCH_KINDS = ("freeswitch", "asterisk")
 MAX_RANGE = 10_000  # a phone range larger than this is almost certainly a typo
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -69,18 +69,36 @@ class EslConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AriConfig:
+    """Asterisk's REST interface (http.conf + ari.conf), which the controller connects to."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    app: str = "switchctl"  # the Stasis application calls are sent into
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class SwitchConfig:
+    """One switch. FreeSWITCH switches have `esl` and `outbound`; Asterisk switches have `ari`."""
+
     name: str
     kind: str
-    esl: EslConfig
-    outbound: Endpoint  # where the controller listens for the switch's `socket` application
-    sip: Endpoint  # the sofia profile's sip-ip / sip-port (rtp-ip is the same address)
+    esl: EslConfig | None
+    outbound: Endpoint | None  # where the controller listens for the switch's `socket` application
+    sip: Endpoint  # the SIP listener (sofia profile / pjsip transport); RTP on the same address
     domain: str  # the directory domain phones register to (defaults to the SIP address)
     sessions_per_second: int
     max_sessions: int
-    acl: tuple[str, ...]  # CIDRs allowed to use the event socket
+    acl: tuple[str, ...]  # CIDRs allowed to use the event socket / ARI
     conf_dir: Path  # where deploy installs the rendered tree
     mark: Mark | None = field(default=None, compare=False, repr=False)
+    ari: AriConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,9 +291,11 @@ def _parse_listen(value: Any, mark: Mark, what: str) -> tuple[str, int]:
 # --- sections -----------------------------------------------------------------------------------
 
 _SWITCH_KEYS = (
-    "name", "kind", "esl", "outbound", "sip", "domain", "sessions_per_second", "max_sessions",
+    "name", "kind", "esl", "outbound", "ari", "sip", "domain", "sessions_per_second", "max_sessions",
     "acl", "conf_dir",
 )
+# Which connection keys each kind takes: the others are errors, not silently ignored.
+_KIND_KEYS = {"freeswitch": ("esl", "outbound"), "asterisk": ("ari",)}
 
 
 def _switch(m: YMap, folder: Path) -> SwitchConfig:
@@ -289,20 +309,47 @@ def _switch(m: YMap, folder: Path) -> SwitchConfig:
             f"{what} kind '{kind}' is not supported yet (supported: {', '.join(SWITCH_KINDS)})",
         )
 
-    esl_map = _map(_require(m, "esl", what), m.mark_of("esl"), f"{what} esl")
-    _check_keys(esl_map, ("host", "port", "password"), f"{what} esl")
-    esl_ep = _endpoint(esl_map, "host", f"{what} esl", default_port=8021)
-    password = _secret(
-        _require(esl_map, "password", f"{what} esl"), esl_map.mark_of("password"), f"{what} esl password"
-    )
-    if any(ch.isspace() for ch in password):
-        # `auth <password>` is one line of the ESL protocol; whitespace would be ambiguous.
-        raise SourceError(esl_map.mark_of("password"), f"{what} esl password must not contain spaces")
-    esl = EslConfig(esl_ep.host, esl_ep.port, password)
+    for other_kind, keys in _KIND_KEYS.items():
+        if other_kind == kind:
+            continue
+        for key in keys:
+            if key in m and key not in _KIND_KEYS[kind]:
+                raise SourceError(m.key_mark(key), f"{what} (kind {kind}) takes no '{key}': it belongs to {other_kind} switches")
 
-    out_map = _map(_require(m, "outbound", what), m.mark_of("outbound"), f"{what} outbound")
-    _check_keys(out_map, ("host", "port"), f"{what} outbound")
-    outbound = _endpoint(out_map, "host", f"{what} outbound", default_port=8084)
+    esl: EslConfig | None = None
+    outbound: Endpoint | None = None
+    ari: AriConfig | None = None
+    if kind == "freeswitch":
+        esl_map = _map(_require(m, "esl", what), m.mark_of("esl"), f"{what} esl")
+        _check_keys(esl_map, ("host", "port", "password"), f"{what} esl")
+        esl_ep = _endpoint(esl_map, "host", f"{what} esl", default_port=8021)
+        password = _secret(
+            _require(esl_map, "password", f"{what} esl"), esl_map.mark_of("password"), f"{what} esl password"
+        )
+        if any(ch.isspace() for ch in password):
+            # `auth <password>` is one line of the ESL protocol; whitespace would be ambiguous.
+            raise SourceError(esl_map.mark_of("password"), f"{what} esl password must not contain spaces")
+        esl = EslConfig(esl_ep.host, esl_ep.port, password)
+
+        out_map = _map(_require(m, "outbound", what), m.mark_of("outbound"), f"{what} outbound")
+        _check_keys(out_map, ("host", "port"), f"{what} outbound")
+        outbound = _endpoint(out_map, "host", f"{what} outbound", default_port=8084)
+    else:
+        ari_map = _map(_require(m, "ari", what), m.mark_of("ari"), f"{what} ari")
+        _check_keys(ari_map, ("host", "port", "user", "password", "app"), f"{what} ari")
+        ari_ep = _endpoint(ari_map, "host", f"{what} ari", default_port=8088)
+        user = _str(_require(ari_map, "user", f"{what} ari"), ari_map.mark_of("user"), f"{what} ari user")
+        ari_password = _secret(
+            _require(ari_map, "password", f"{what} ari"), ari_map.mark_of("password"), f"{what} ari password"
+        )
+        app = _str(ari_map.get("app", "switchctl"), ari_map.mark_of("app"), f"{what} ari app")
+        for value, key in ((user, "user"), (app, "app")):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+                raise SourceError(ari_map.mark_of(key), f"{what} ari {key} '{value}': letters, digits, _ . - only")
+        if any(ch.isspace() or ch in "[];" for ch in ari_password):
+            # ari.conf is an INI file: these would end or split the value.
+            raise SourceError(ari_map.mark_of("password"), f"{what} ari password must not contain spaces, ';' or brackets")
+        ari = AriConfig(ari_ep.host, ari_ep.port, user, ari_password, app)
 
     sip_map = _map(_require(m, "sip", what), m.mark_of("sip"), f"{what} sip")
     _check_keys(sip_map, ("ip", "port"), f"{what} sip")
@@ -336,11 +383,12 @@ def _switch(m: YMap, folder: Path) -> SwitchConfig:
             except ValueError:
                 raise SourceError(items.mark_of(i), f"{what} acl entry '{text}' is not a CIDR network") from None
 
-    conf_text = _str(m.get("conf_dir", "/etc/freeswitch"), m.mark_of("conf_dir"), f"{what} conf_dir")
+    default_conf = "/etc/freeswitch" if kind == "freeswitch" else "/etc/asterisk"
+    conf_text = _str(m.get("conf_dir", default_conf), m.mark_of("conf_dir"), f"{what} conf_dir")
     conf_dir = (folder / conf_text).resolve() if not Path(conf_text).is_absolute() else Path(conf_text)
 
     return SwitchConfig(name, kind, esl, outbound, sip, domain, sps, max_sessions, tuple(acl),
-                        conf_dir, m.mark)
+                        conf_dir, m.mark, ari)
 
 
 _PHONE_KEYS = ("extension", "range", "name", "password", "booth")
@@ -547,8 +595,12 @@ def _check_binds(root: YMap, switches: list[SwitchConfig], web: tuple[str, int],
     web_mark = root["web"].mark_of("listen") if isinstance(root.get("web"), YMap) else root.mark
     listeners: list[tuple[str, str, int, Mark | None]] = [("web listen", web[0], web[1], web_mark)]
     for sw in switches:
-        listeners.append((f"switch '{sw.name}' esl", sw.esl.host, sw.esl.port, sw.mark))
-        listeners.append((f"switch '{sw.name}' outbound", sw.outbound.host, sw.outbound.port, sw.mark))
+        if sw.esl is not None:
+            listeners.append((f"switch '{sw.name}' esl", sw.esl.host, sw.esl.port, sw.mark))
+        if sw.outbound is not None:
+            listeners.append((f"switch '{sw.name}' outbound", sw.outbound.host, sw.outbound.port, sw.mark))
+        if sw.ari is not None:
+            listeners.append((f"switch '{sw.name}' ari", sw.ari.host, sw.ari.port, sw.mark))
         listeners.append((f"switch '{sw.name}' sip", sw.sip.host, sw.sip.port, sw.mark))
     seen: dict[tuple[str, int], str] = {}
     for what, host, port, mark in listeners:
