@@ -310,10 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    from .render.freeswitch import RenderError
+
     try:
         return args.func(args)
-    except SourceError as exc:
+    except (SourceError, RenderError) as exc:
         print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):  # `switchctl calls | head`
+            sys.stderr.close()
+            return 0
+        # a port already taken, a conf_dir we may not write: say it, no traceback
+        print(f"switchctl {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -92,7 +92,9 @@ def test_switch_acl_profile_and_modules(tmp_path: Path) -> None:
     modules = [m.get("module") for m in parse(files, "autoload_configs/modules.conf.xml").iter("load")]
     assert modules == list(FREESWITCH_MODULES)
     assert {"mod_sofia", "mod_event_socket", "mod_dptools", "mod_dialplan_xml", "mod_commands", "mod_sndfile",
-            "mod_tone_stream", "mod_say_en", "mod_loopback"} == set(modules)
+            "mod_tone_stream", "mod_say_en", "mod_loopback", "mod_console", "mod_logfile"} == set(modules)
+    # loggers load first: a module that fails later must be able to say why
+    assert modules[:2] == ["mod_console", "mod_logfile"]
     top = parse(files, "freeswitch.xml")
     includes = [e.get("data") for e in top.iter("X-PRE-PROCESS")]
     assert includes == ["vars.xml", "autoload_configs/*.xml", "dialplan/*.xml", "directory/*.xml"]

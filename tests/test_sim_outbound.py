@@ -29,7 +29,9 @@ async def ivr_controller(client: EslClient, subscription: list[str], *, linger: 
     if linger:
         await client.command(linger)
     client.send(sendmsg_execute("answer", event_uuid="e-answer"))
-    await client.event("CHANNEL_EXECUTE_COMPLETE", Application_UUID="e-answer")
+    answered = await client.event("CHANNEL_EXECUTE_COMPLETE", Application_UUID="e-answer")
+    # no argument, no Application-Data header (s2_pagd captures; a real 1.11.1 does the same)
+    assert "Application-Data" not in answered.event and answered.event["Application"] == "answer"
     client.send(sendmsg_execute("playback", "tone_stream://%(400,100,600);loops=1", "e-play"))
     await client.event("CHANNEL_EXECUTE_COMPLETE", Application_UUID="e-play")
     client.send(sendmsg_execute(

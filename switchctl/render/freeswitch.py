@@ -22,9 +22,12 @@ from switchctl.config.yamlsrc import SourceError
 
 __all__ = ["FREESWITCH_MODULES", "RenderError", "render_freeswitch", "render_to", "templates_dir"]
 
-# The smallest module set the controller needs: SIP, the event socket, the dialplan and its apps,
-# playback of .wav files and tones, `say` in English, and loopback channels for tests.
+# The smallest module set the controller needs: loggers first (without them FreeSWITCH logs
+# nothing, and a sofia profile that fails to start says so nowhere), SIP, the event socket, the
+# dialplan and its apps, playback of .wav files and tones, `say` in English, loopback channels.
 FREESWITCH_MODULES = (
+    "mod_console",
+    "mod_logfile",
     "mod_event_socket",
     "mod_commands",
     "mod_dptools",
@@ -142,6 +145,8 @@ def render_freeswitch(site: Site, switch: str | None = None) -> dict[str, bytes]
         "autoload_configs/modules.conf.xml": render("autoload_configs/modules.conf.xml.j2",
                                                     modules=FREESWITCH_MODULES),
         "autoload_configs/switch.conf.xml": render("autoload_configs/switch.conf.xml.j2"),
+        "autoload_configs/console.conf.xml": render("autoload_configs/console.conf.xml.j2"),
+        "autoload_configs/logfile.conf.xml": render("autoload_configs/logfile.conf.xml.j2"),
         "autoload_configs/event_socket.conf.xml": render("autoload_configs/event_socket.conf.xml.j2"),
         "autoload_configs/acl.conf.xml": render("autoload_configs/acl.conf.xml.j2"),
         "autoload_configs/sofia.conf.xml": render("autoload_configs/sofia.conf.xml.j2"),

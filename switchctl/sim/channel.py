@@ -262,8 +262,10 @@ class SimChannel:
         self.set_var("current_application", app)
         self.set_var("current_application_data", arg)
         self.set_var("current_application_response", None)
-        self.fire("CHANNEL_EXECUTE", [("Application", app), ("Application-Data", arg),
-                                       ("Application-UUID", application_uuid)])
+        # An app run without an argument has no Application-Data header at all (captures s2_pagd
+        # `answer`; checked on a real 1.11.1), not an empty one that plain events would show as _undef_.
+        data = [("Application-Data", arg)] if arg else []
+        self.fire("CHANNEL_EXECUTE", [("Application", app), *data, ("Application-UUID", application_uuid)])
         previous = self.running_app
         self.running_app = app
         try:
@@ -272,7 +274,7 @@ class SimChannel:
             self.running_app = previous
         response = self.vars.get("current_application_response") or "_none_"
         self.apps_run.append((app, arg, response))
-        self.fire("CHANNEL_EXECUTE_COMPLETE", [("Application", app), ("Application-Data", arg),
+        self.fire("CHANNEL_EXECUTE_COMPLETE", [("Application", app), *data,
                                                 ("Application-Response", response),
                                                 ("Application-UUID", application_uuid)])
 
