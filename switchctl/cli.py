@@ -52,36 +52,47 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .render import render_to
+    from .render import pick_any_switch, render_site, write_tree
 
     site = _load_site(args.config)
-    written = render_to(site, Path(args.out), prune=args.prune)
-    print(f"rendered {len(written)} file(s) into {args.out}")
+    sw = pick_any_switch(site, args.switch)
+    files = render_site(site, sw.name)
+    write_tree(files, Path(args.out), prune=args.prune)
+    print(f"rendered {len(files)} {sw.kind} file(s) for switch {sw.name} into {args.out}")
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from .render import render_freeswitch
+    from .render import pick_any_switch, render_site
     from .render.deploy import DeployError, deploy
-    from .render.eslreload import freeswitch_reloader
 
     site = _load_site(args.config)
     _, errors = _check(site, quiet=True)
     if errors:
         print("refusing to deploy: the flows have errors (run switchctl check)", file=sys.stderr)
         return 1
-    switches = [s for s in site.switches if s.kind == "freeswitch" and (not args.switch or s.name == args.switch)]
-    if not switches:
-        print("no FreeSWITCH switch in the site matches", file=sys.stderr)
-        return 1
-    sw = switches[0]
+    sw = pick_any_switch(site, args.switch)
     conf_dir = Path(args.conf_dir or sw.conf_dir)
 
     async def go() -> int:
-        reload = freeswitch_reloader(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name)
+        if sw.kind == "asterisk":
+            from .render.asterisk import asterisk_sound_files, sounds_subdir
+            from .render.asterisk_reload import asterisk_reloader, files_only_reload
 
+            assert sw.ari is not None and sw.sounds_dir is not None
+            reload = asterisk_reloader(sw.ari, conf_dir)
+        else:
+            from .render.eslreload import freeswitch_reloader
+
+            assert sw.esl is not None
+            reload = freeswitch_reloader(sw.esl.host, sw.esl.port, sw.esl.password, name=sw.name)
         try:
-            result = await deploy(render_freeswitch(site, sw.name), conf_dir, reload, force=args.force)
+            if sw.kind == "asterisk":
+                # prompts first: the new dialplan may already play them
+                sounds = await deploy(asterisk_sound_files(site), sw.sounds_dir / sounds_subdir(site),
+                                      files_only_reload, force=args.force)
+                print(sounds.summary())
+            result = await deploy(render_site(site, sw.name), conf_dir, reload, force=args.force)
         except DeployError as exc:
             print(f"deploy failed, previous configuration restored: {exc}", file=sys.stderr)
             return 1
@@ -265,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_site(sub.add_parser("check", help="validate the site and its call flows"))
     sp.set_defaults(func=cmd_check)
 
-    sp = with_site(sub.add_parser("render", help="render the FreeSWITCH configuration"))
+    sp = with_site(sub.add_parser("render", help="render a switch's configuration (FreeSWITCH or Asterisk)"))
     sp.add_argument("--out", required=True, help="output folder")
+    sp.add_argument("--switch", help="which switch of the site (default: the only one)")
     sp.add_argument("--prune", action="store_true",
                     help="also delete files in --out that the render no longer produces")
     sp.set_defaults(func=cmd_render)

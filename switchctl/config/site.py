@@ -99,6 +99,8 @@ class SwitchConfig:
     conf_dir: Path  # where deploy installs the rendered tree
     mark: Mark | None = field(default=None, compare=False, repr=False)
     ari: AriConfig | None = None
+    # Asterisk: its sounds directory; deploy installs the site's prompts under switchctl/<site>/ there
+    sounds_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,10 +294,10 @@ def _parse_listen(value: Any, mark: Mark, what: str) -> tuple[str, int]:
 
 _SWITCH_KEYS = (
     "name", "kind", "esl", "outbound", "ari", "sip", "domain", "sessions_per_second", "max_sessions",
-    "acl", "conf_dir",
+    "acl", "conf_dir", "sounds_dir",
 )
-# Which connection keys each kind takes: the others are errors, not silently ignored.
-_KIND_KEYS = {"freeswitch": ("esl", "outbound"), "asterisk": ("ari",)}
+# Which keys only one kind takes: the others are errors, not silently ignored.
+_KIND_KEYS = {"freeswitch": ("esl", "outbound"), "asterisk": ("ari", "sounds_dir")}
 
 
 def _switch(m: YMap, folder: Path) -> SwitchConfig:
@@ -387,8 +389,14 @@ def _switch(m: YMap, folder: Path) -> SwitchConfig:
     conf_text = _str(m.get("conf_dir", default_conf), m.mark_of("conf_dir"), f"{what} conf_dir")
     conf_dir = (folder / conf_text).resolve() if not Path(conf_text).is_absolute() else Path(conf_text)
 
+    sounds_dir: Path | None = None
+    if kind == "asterisk":
+        sounds_text = _str(m.get("sounds_dir", "/usr/share/asterisk/sounds"), m.mark_of("sounds_dir"),
+                           f"{what} sounds_dir")
+        sounds_dir = (folder / sounds_text).resolve() if not Path(sounds_text).is_absolute() else Path(sounds_text)
+
     return SwitchConfig(name, kind, esl, outbound, sip, domain, sps, max_sessions, tuple(acl),
-                        conf_dir, m.mark, ari)
+                        conf_dir, m.mark, ari, sounds_dir)
 
 
 _PHONE_KEYS = ("extension", "range", "name", "password", "booth")
