@@ -23,9 +23,14 @@ help:
 	@echo "make bench    benchmarks (figures go to docs/BENCHMARKS.md)"
 	@echo "make asterisk-start / asterisk-stop / asterisk-status   real Asterisk 22 (sid chroot): ARI 127.0.0.1:8088, SIP 127.0.0.1:5060"
 
-# The Python venv, then a real Asterisk 22 in a sid chroot on loopback (tests and Asterisk sites use it;
-# 45 s the first time, 0.1 s after). An unreachable Debian archive fails here with a clear message.
+# The Python venv, PostgreSQL's server binaries (tests start throwaway clusters), then a real Asterisk 22
+# in a sid chroot on loopback (tests and Asterisk sites use it; 45 s the first time, 0.1 s after). An
+# unreachable Debian archive fails here with a clear message.
 setup: $(VENV)/.installed
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing postgresql (Debian): the scale-out store's tests start a throwaway cluster"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
 	tools/asterisk-setup.sh setup
 
 # Debian 12 ships python3.11 but not always venv/pip; install what is missing, once.

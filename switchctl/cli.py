@@ -198,6 +198,55 @@ def cmd_call(args: argparse.Namespace) -> int:
     return aio.run(go())
 
 
+def cmd_account(args: argparse.Namespace) -> int:
+    """`switchctl account create|topup|show`: prepaid accounts in the site's store."""
+    import time
+    import uuid as uuidlib
+
+    from .billing.accounts import AccountError, Accounts
+    from .billing.ledger import IdempotencyConflict, Ledger, UnknownAccount
+    from .billing.money import CurrencyMismatch, Money, currency
+    from .store import Store, StoreError
+
+    site = _load_site(args.config)
+
+    def clock() -> int:
+        return time.time_ns() // 1000
+
+    async def go() -> int:
+        store = Store.open(site.database_url)
+        try:
+            await store.create_all()
+            accounts, ledger = Accounts(store, clock), Ledger(store, clock)
+            if args.account_command == "create":
+                account = await accounts.create(args.kind, args.name, currency(args.currency), tenant=args.tenant,
+                                                account_class=args.account_class, pin=args.pin)
+                print(f"created {account.kind} account '{account.name}' ({account.currency.code}), id {account.id}")
+            elif args.account_command == "topup":
+                account = await accounts.named(args.name, tenant=args.tenant)
+                key = args.key or f"cli-topup:{uuidlib.uuid4()}"
+                entry = await ledger.topup(account.id, Money.parse(args.amount, account.currency), key,
+                                          note=args.note or "")
+                print(f"topped up '{account.name}' by {args.amount} {account.currency.code}"
+                      + (" (already done: same key)" if entry.replayed else ""))
+            summary = await accounts.summary(ledger, args.name, tenant=args.tenant)
+            totals = summary.totals
+            print(f"{summary.account.name}: balance {totals.balance.format()}, held {totals.held.format()}, "
+                  f"available {totals.available.format()} {summary.account.currency.code}")
+            for reservation in summary.reservations:
+                print(f"  live: {reservation}")
+            for entry in summary.recent:
+                print(f"  {entry.kind:<10} {entry.amount.format():>14}  {entry.note}")
+            return 0
+        except (AccountError, UnknownAccount, IdempotencyConflict, CurrencyMismatch, StoreError, ValueError) as exc:
+            print(f"account {args.account_command}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+
+    return aio.run(go())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .controller import Controller
 
@@ -305,6 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--switch", help="which switch of the site (default: the first FreeSWITCH)")
     sp.add_argument("--timeout", type=float, default=60.0)
     sp.set_defaults(func=cmd_call)
+
+    account = sub.add_parser("account", help="prepaid accounts")
+    asub = account.add_subparsers(dest="account_command", required=True)
+    sp = with_site(asub.add_parser("create", help="create an account"))
+    sp.add_argument("name")
+    sp.add_argument("--kind", default="customer", choices=["booth", "card", "customer"])
+    sp.add_argument("--currency", default="EUR")
+    sp.add_argument("--tenant", default="default")
+    sp.add_argument("--class", dest="account_class", default="default")
+    sp.add_argument("--pin", help="calling cards: the PIN (stored hashed)")
+    sp.set_defaults(func=cmd_account)
+    sp = with_site(asub.add_parser("topup", help="add money to an account"))
+    sp.add_argument("name")
+    sp.add_argument("amount", help="exact decimal in the account's currency, e.g. 10.50")
+    sp.add_argument("--key", help="idempotency key: the same key never tops up twice (default: a new one)")
+    sp.add_argument("--note")
+    sp.add_argument("--tenant", default="default")
+    sp.set_defaults(func=cmd_account)
+    sp = with_site(asub.add_parser("show", help="balance, live reservations and recent entries"))
+    sp.add_argument("name")
+    sp.add_argument("--tenant", default="default")
+    sp.set_defaults(func=cmd_account)
 
     flow = sub.add_parser("flow", help="call-flow tools")
     fsub = flow.add_subparsers(dest="flow_command", required=True)

@@ -200,3 +200,16 @@ async def test_status_and_calls_commands(tmp_path):
     down = subprocess.run([sys.executable, "-m", "switchctl.cli", "status", "-c", str(site)],
                           capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert down.returncode == 1 and "DOWN" in down.stdout
+
+
+def test_account_create_topup_show_from_the_cli(tmp_path, capsys):
+    site = write_site(tmp_path, [{"name": "fs1", "esl": 1, "outbound": 2, "sip": 3}])
+    site.write_text(site.read_text() + f"database: sqlite+aiosqlite:///{tmp_path / 'store.db'}\n")
+    assert cli.main(["account", "create", "-c", str(site), "booth7", "--kind", "booth"]) == 0
+    assert cli.main(["account", "topup", "-c", str(site), "booth7", "10.50", "--key", "k1"]) == 0
+    assert cli.main(["account", "topup", "-c", str(site), "booth7", "10.50", "--key", "k1"]) == 0  # replay
+    capsys.readouterr()
+    assert cli.main(["account", "show", "-c", str(site), "booth7"]) == 0
+    assert "balance 10.50, held 0.00, available 10.50 EUR" in capsys.readouterr().out
+    assert cli.main(["account", "topup", "-c", str(site), "booth7", "1.2.3"]) == 1
+    assert "not a decimal amount" in capsys.readouterr().err
