@@ -1,5 +1,8 @@
 """The controller process: serves every switch's outbound socket and holds one inbound connection per switch.
 
+Asterisk switches have no outbound socket: one ARI event stream per Asterisk delivers StasisStart,
+and each call's flow runs in its own task (switch/asterisk.py), with the same stats and traces.
+
 One task per call (the outbound session's handler) runs that call's flow, so a slow or failing call
 never delays another, and the socket readers below never wait for a handler. A lost switch is
 retried by its InboundClient with backoff and a bounded number of log lines; calls on the other
@@ -14,13 +17,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .ari import AriClient
 from .config.site import Site, SwitchConfig
 from .esl.errors import ESLError
 from .esl.inbound import InboundClient
 from .esl.outbound import OutboundServer, OutboundSession
 from .features.ivr import IvrFeature
 from .flows import FlowRunner, FlowSet, FlowTrace
-from .switch.freeswitch import CALL_EVENTS, FreeSwitchCall, FreeSwitchSwitch, call_info_from_channel_data
+from .switch.asterisk import AsteriskCall, AsteriskSwitch, sound_uri_for_site
+from .switch.call import Switch
+from .switch.freeswitch import (
+    CALL_EVENTS,
+    FreeSwitchCall,
+    FreeSwitchSwitch,
+    call_info_from_channel_data,
+)
 
 log = logging.getLogger("switchctl.controller")
 
@@ -55,7 +66,8 @@ class Controller:
         self.on_trace = on_trace
         self.servers: dict[str, OutboundServer] = {}
         self.clients: dict[str, InboundClient] = {}
-        self.switches: dict[str, FreeSwitchSwitch] = {}
+        self.switches: dict[str, Switch] = {}
+        self.asterisks: dict[str, AsteriskSwitch] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -65,6 +77,9 @@ class Controller:
 
     async def start(self, *, connect_inbound: bool = True) -> None:
         for sw in self.site.switches:
+            if sw.kind == "asterisk" and sw.ari is not None:
+                self._start_asterisk(sw)
+                continue
             if sw.kind != "freeswitch":
                 log.warning("switch kind not supported yet; skipped", extra={"switch": sw.name, "kind": sw.kind})
                 continue
@@ -84,11 +99,27 @@ class Controller:
                 self.switches[sw.name] = FreeSwitchSwitch(sw.name, client)
                 self._tasks.append(asyncio.create_task(client.run(self._stop), name=f"inbound-{sw.name}"))
 
+    def _start_asterisk(self, sw: SwitchConfig) -> None:
+        assert sw.ari is not None
+        client = AriClient(sw.ari.url, sw.ari.user, sw.ari.password, sw.ari.app)
+        switch = AsteriskSwitch(
+            sw.name, client,
+            sound_uri=sound_uri_for_site(self.site.name, self.site.sound_dirs),
+            on_call=lambda call, name=sw.name: self.handle_asterisk_call(call, name),
+        )
+        switch.start()  # connects (and reconnects) in the background
+        self.asterisks[sw.name] = switch
+        self.switches[sw.name] = switch
+        log.info("taking calls from Stasis app", extra={"switch": sw.name, "ari": sw.ari.url, "app": sw.ari.app})
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking calls, let live calls finish for `grace` seconds, then close everything."""
         self._stop.set()
+        # Asterisk calls drain in parallel with the FreeSWITCH sockets: one grace for all.
+        drains = [asyncio.create_task(sw.stop(grace)) for sw in self.asterisks.values()]
         for server in self.servers.values():
             await server.close(grace=grace)
+        await asyncio.gather(*drains, return_exceptions=True)
         for client in self.clients.values():
             await client.close()
         for task in self._tasks:
@@ -141,4 +172,35 @@ class Controller:
             log.debug(
                 "call handled",
                 extra={"call": uuid, "switch": switch_name, "ms": round((time.perf_counter() - started) * 1000, 1)},
+            )
+
+    async def handle_asterisk_call(self, call: AsteriskCall, switch_name: str) -> None:
+        """One call in our Stasis app: run its flow, then hang up unless the flow transferred it."""
+        self.stats.calls_started += 1
+        self.stats.active += 1
+        started = time.perf_counter()
+        trace: FlowTrace | None = None
+        try:
+            trace = await self.ivr.on_call(call)
+            if trace is not None and trace.result != "transferred" and call.hangup_cause is None:
+                await call.hangup()
+            if trace is not None and trace.result == "error":
+                self.stats.calls_failed += 1
+        except Exception as exc:  # noqa: BLE001 - one call's failure must not reach the stream
+            self.stats.calls_failed += 1
+            log.warning("call failed on ARI", extra={"call": call.uuid, "switch": switch_name, "error": str(exc)})
+            try:
+                await call.hangup("NORMAL_TEMPORARY_FAILURE")
+            except Exception as hangup_exc:  # noqa: BLE001 - already failing; record and go on
+                log.debug("hangup after a failed call failed: %s", hangup_exc, extra={"call": call.uuid})
+        finally:
+            self.stats.active -= 1
+            self.stats.calls_finished += 1
+            if self.keep_traces and trace is not None:
+                self.stats.traces.append(trace)
+            if self.on_trace is not None:
+                self.on_trace(call.uuid, trace)
+            log.debug(
+                "call handled",
+                extra={"call": call.uuid, "switch": switch_name, "ms": round((time.perf_counter() - started) * 1000, 1)},
             )
