@@ -22,7 +22,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import resource
-import statistics
 import sys
 import time
 import uuid as uuidlib
@@ -288,7 +287,7 @@ async def main_async(args) -> int:
     print(f"flow_cps: {args.calls} calls per step, media x{args.media_speed:g}, controller in its own process")
     for walk in args.walks:
         print(f"  walk '{walk}': dial {IVR_NUMBER}, press {' '.join(WALKS[walk])}")
-    print(f"  peer 'minimal': hand-written asyncio handler, myevents, answer + one playback + hangup")
+    print("  peer 'minimal': hand-written asyncio handler, myevents, answer + one playback + hangup")
     header = (f"{'who':<16} {'rate':>5} {'done/s':>7} {'fail':>5} {'cpu ms/call':>11} {'calls/s/core':>12} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'KB in/call':>10} {'KB out/call':>11}")
     print(header)
