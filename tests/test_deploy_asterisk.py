@@ -1,30 +1,20 @@
 """Deploying a rendered Asterisk configuration: reload over ARI, proof it loaded, rollback.
 
 Fast tests use a fake reload; the `slow` ones run a *private* Asterisk in the project's chroot
-(tools/asterisk-setup.sh builds it; the `asterisk` fixture makes sure it exists): its own config
+(tools/asterisk-setup.sh builds it; the `asterisk_chroot` fixture makes sure it exists): its own config
 folder, run/log/spool folders and free loopback ports, so deploying broken configurations never
-disturbs the shared Asterisk that other tests use. It is started and stopped by PID here.
+disturbs the shared Asterisk that other tests use (tests/private_asterisk.py).
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import shutil
-import socket
-import subprocess
 import textwrap
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from switchctl.config.site import AriConfig, Site, load_site
+from switchctl.config.site import Site, load_site
 from switchctl.render.asterisk import (
     MARKER_VAR,
     asterisk_sound_files,
@@ -33,7 +23,12 @@ from switchctl.render.asterisk import (
 )
 from switchctl.render.asterisk_reload import asterisk_reloader, files_only_reload
 from switchctl.render.deploy import DeployError, deploy
-from tests.asterisk_fixture import AsteriskEnv, asterisk  # noqa: F401  (asterisk is a fixture)
+from tests.private_asterisk import (  # noqa: F401  (asterisk_chroot is a fixture)
+    PrivateAsterisk,
+    asterisk_chroot,
+    create_private_asterisk,
+    running_private_asterisk,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PHONEBAR = REPO / "examples" / "phonebar"
@@ -103,103 +98,13 @@ async def test_sound_files_deploy_into_the_site_folder(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ private Asterisk
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class PrivateAsterisk:
-    root: Path  # the chroot
-    etc: str  # config folder inside the chroot
-    ari: AriConfig
-    sip_port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def conf_dir(self) -> Path:
-        return self.root / self.etc.lstrip("/")
-
-    def cli(self, command: str) -> str:
-        out = subprocess.run(
-            ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", f"{self.etc}/asterisk.conf", "-rx", command],
-            capture_output=True, text=True, timeout=15, check=False,
-        )
-        return out.stdout + out.stderr
-
-    def ari_get(self, path: str) -> object:
-        token = base64.b64encode(f"{self.ari.user}:{self.ari.password}".encode()).decode()
-        req = urllib.request.Request(f"{self.ari.url}/ari/{path}", headers={"Authorization": f"Basic {token}"})
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return json.loads(resp.read())
-
-
 @pytest.fixture(scope="module")
-def private_asterisk(asterisk: AsteriskEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateAsterisk]:  # noqa: F811
-    root = asterisk.base_dir / "root"
-    tag = f"switchctl-test-{os.getpid()}"
-    etc = f"/etc/asterisk-{tag}"
-    state = f"/var/tmp/{tag}"
-    ari_port, sip_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-    conf_dir = root / etc.lstrip("/")
-    shutil.rmtree(conf_dir, ignore_errors=True)
-    shutil.copytree(root / "etc" / "asterisk", conf_dir)  # logger, indications, rtp, ... of the setup
-    for sub in ("run", "log/cdr-csv", "log/cdr-custom", "spool/recording", "lib", "cache"):
-        (root / state.lstrip("/") / sub).mkdir(parents=True, exist_ok=True)
-    (conf_dir / "asterisk.conf").write_text(textwrap.dedent(f"""\
-        [directories]
-        astcachedir => {state}/cache
-        astetcdir => {etc}
-        astmoddir => /usr/lib/x86_64-linux-gnu/asterisk/modules
-        astvarlibdir => /var/lib/asterisk
-        astdbdir => {state}/lib
-        astkeydir => {state}/lib
-        astdatadir => /usr/share/asterisk
-        astagidir => /usr/share/asterisk/agi-bin
-        astspooldir => {state}/spool
-        astrundir => {state}/run
-        astlogdir => {state}/log
-        astsbindir => /usr/sbin
-        [options]
-        documentation_language = en_US
-        """))
-    (conf_dir / "rtp.conf").write_text("[general]\nrtpstart = 12000\nrtpend = 12999\nicesupport = no\n")
-    site = _site(tmp_path_factory.mktemp("private-site"), ari_port=ari_port, sip_port=sip_port, conf_dir=conf_dir)
-    for rel, content in render_asterisk(site).items():  # the first config: a rendered one
-        (conf_dir / rel).write_bytes(content)
-    log = tmp_path_factory.mktemp("private-log") / "asterisk.out"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            ["chroot", str(root), "/usr/sbin/asterisk", "-C", f"{etc}/asterisk.conf", "-f", "-n"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    assert site.switches[0].ari is not None
-    env = PrivateAsterisk(root, etc, site.switches[0].ari, sip_port, proc, log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"private Asterisk exited at start: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                env.ari_get("asterisk/info")
-                break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"private Asterisk's ARI did not answer on {ari_port} within 30 s")
-                time.sleep(0.1)
-        yield env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        shutil.rmtree(conf_dir, ignore_errors=True)
-        shutil.rmtree(root / state.lstrip("/"), ignore_errors=True)
-        shutil.rmtree(conf_dir.parent / ".switchctl-backups", ignore_errors=True)
+def private_asterisk(asterisk_chroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateAsterisk]:  # noqa: F811
+    env = create_private_asterisk(asterisk_chroot, tag="deploy", log_dir=tmp_path_factory.mktemp("private-log"))
+    site = _site(tmp_path_factory.mktemp("private-site"), ari_port=env.ari.port, sip_port=env.sip_port,
+                 conf_dir=env.conf_dir)
+    env.write_config(render_asterisk(site))  # the first config: a rendered one
+    yield from running_private_asterisk(env)
 
 
 def _private_site(env: PrivateAsterisk, folder: Path, **kw: str) -> Site:

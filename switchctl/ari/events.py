@@ -15,6 +15,11 @@ Why it is shaped this way (captures 07):
   debug. Backoff starts at 0.5 s and doubles to 30 s, with +-20 % jitter.
 - A 401 (at the handshake or while taking the snapshot) stops the stream: retrying a wrong
   password only floods Asterisk's log. `wait_connected()` raises it.
+- Asterisk killed or crashed: no close frame, no event, and its HTTP port refuses connections.
+  The first refused reconnect after a loss queues ONE `Unreachable` notice (same queue, so in
+  order) for the `unreachable` callback: the process that held the channels is gone, and waiting
+  for events about them would wait for ever (captures of a SIGKILL: tests/test_asterisk_restart.py).
+  A handshake timeout or an HTTP error is not such proof and queues nothing.
 - `ApplicationReplaced`: another WebSocket took our app. Asterisk leaves our socket open but sends
   nothing more; reconnecting would steal the app back and forth, so the stream stops (one warning)
   after dispatching the event.
@@ -57,8 +62,17 @@ class Snapshot:
     reconnected: bool  # False on the first connection of this stream
 
 
+@dataclass(frozen=True, slots=True)
+class Unreachable:
+    """Asterisk's HTTP server refused a connection while the stream was down: nobody listens on
+    its port, so the Asterisk that held the channels is not running (killed, crashed, stopped)."""
+
+    reason: str
+
+
 EventHandler = Callable[[Event], "Awaitable[None] | None"]
 ResyncCallback = Callable[[Snapshot], "Awaitable[None] | None"]
+UnreachableCallback = Callable[[Unreachable], "Awaitable[None] | None"]
 
 
 class _Registration:
@@ -100,6 +114,7 @@ class AriEventStream:
         client: AriClient,
         *,
         resync: ResyncCallback | None = None,
+        unreachable: UnreachableCallback | None = None,
         subscribe_all: bool = False,
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
@@ -109,6 +124,7 @@ class AriEventStream:
     ) -> None:
         self.client = client
         self.resync = resync
+        self.unreachable = unreachable
         self.subscribe_all = subscribe_all
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -116,7 +132,7 @@ class AriEventStream:
         self.max_queue = max_queue
         self._rng = rng
         self._handlers: list[_Registration] = []
-        self._queue: asyncio.Queue[Event | Snapshot | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event | Snapshot | Unreachable | None] = asyncio.Queue()
         self._connected = asyncio.Event()
         self._finished = asyncio.Event()  # the run loop ended (stop, fatal error or replaced)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -230,6 +246,9 @@ class AriEventStream:
                     )
                 else:
                     log.debug("ARI event stream still down: %s", problem)
+                if problem is not None and self._refused and not self._unreachable_told:
+                    self._unreachable_told = True  # once per outage
+                    self._enqueue(Unreachable(problem))
                 await asyncio.sleep(self._delay(attempt))
                 attempt += 1
         finally:
@@ -237,11 +256,14 @@ class AriEventStream:
             self._finished.set()
 
     _close_reason = "closed"
+    _refused = False  # the last attempt could not open a TCP connection at all
+    _unreachable_told = False  # an Unreachable notice was queued since the last connection
     _down_since: float | None = None  # when the stream was lost or first failed; None while up
 
     async def _connect_once(self, url: Any, *, reconnected: bool) -> str | None:
         """Open, snapshot, read until closed. None when a session ran (`_close_reason` says how
         it ended), else why it could not start. Sets `failure` on a fatal error."""
+        self._refused = False
         try:
             ws = await asyncio.wait_for(
                 self.client.session.ws_connect(url, headers=self.client.auth_headers, heartbeat=self.heartbeat),
@@ -254,6 +276,7 @@ class AriEventStream:
         except TimeoutError:
             return f"no WebSocket handshake within {self.client.timeout:g} s"
         except (aiohttp.ClientError, OSError) as exc:
+            self._refused = isinstance(exc, (aiohttp.ClientConnectorError, ConnectionRefusedError))
             return f"cannot connect to {url.with_query(None)}: {exc or type(exc).__name__}"
         self._ws = ws
         try:
@@ -265,6 +288,7 @@ class AriEventStream:
             except AriError as exc:
                 return f"resync failed: {exc}"
             self.connections += 1
+            self._unreachable_told = False
             if self._down_since is not None:
                 down_s = round(time.monotonic() - self._down_since, 1)
                 log.info("ARI event stream back", extra={"app": self.client.app, "down_s": down_s})
@@ -325,7 +349,7 @@ class AriEventStream:
             )
         self._enqueue(event)
 
-    def _enqueue(self, item: Event | Snapshot) -> None:
+    def _enqueue(self, item: Event | Snapshot | Unreachable) -> None:
         if self._queue.qsize() >= self.max_queue:
             self.dropped += 1
             if not self._overflowing:
@@ -349,6 +373,10 @@ class AriEventStream:
             if isinstance(item, Snapshot):
                 if self.resync is not None:
                     await self._call(self.resync, item, "resync")
+                continue
+            if isinstance(item, Unreachable):
+                if self.unreachable is not None:
+                    await self._call(self.unreachable, item, "unreachable")
                 continue
             for registration in list(self._handlers):
                 handler = registration.resolve(item)

@@ -21,6 +21,11 @@ asterisk-scenarios/README.md, numbered points there):
 - ARI never replays events lost while the WebSocket was down (26): on reconnect the stream's
   snapshot says which channels still exist; calls whose channel vanished get CallGone, running
   playbacks are re-checked with GET /playbacks/{id}.
+- Asterisk killed or crashed mid-call: nothing more ever comes for its channels, so a flow waiting
+  for a PlaybackFinished would wait until Asterisk is back, or for ever. When the stream's reconnect
+  is refused (`Unreachable`), every call ends at once with SWITCH_CONNECTION_LOST, as a REST
+  request that cannot reach Asterisk already does. The resync hangs up any channel of such a call
+  that turns out to be alive after all (tests/test_asterisk_restart.py).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from ..ari import (
     fs_cause_name,
     q850_code,
 )
+from ..ari.events import Unreachable
 from ..ari.models import (
     ChannelDestroyed,
     ChannelDtmfReceived,
@@ -101,6 +107,7 @@ STOP_CONFIRM_S = 2.0
 TIMEOUT_EARLY_S = 0.5
 
 LOST_CAUSE = "NORMAL_CLEARING"  # see AsteriskSwitch._resync
+SWITCH_LOST_CAUSE = "SWITCH_CONNECTION_LOST"  # Asterisk itself is gone (refused connections)
 _VAR_NAME = re.compile(r"[A-Za-z0-9_.\-]+(\([A-Za-z0-9_,.\-]*\))?")
 
 
@@ -193,6 +200,10 @@ class AsteriskCall(Call):
         """The channel vanished while we were not listening (resync after a reconnect)."""
         self._finish(self._cause_without_destroy())
 
+    def switch_lost(self) -> None:
+        """Asterisk is not running: the channel went with it."""
+        self._finish(SWITCH_LOST_CAUSE)
+
     # -- events (called in order by the switch's router; they never await) -----------------------
 
     def mark_answered(self) -> None:
@@ -265,8 +276,8 @@ class AsteriskCall(Call):
             raise CallError(f"{what}: {exc}") from None
         except AriUnavailable as exc:
             # The HTTP server is Asterisk itself: when it is unreachable, its channels are gone.
-            self._finish("SWITCH_CONNECTION_LOST")
-            raise CallGone("SWITCH_CONNECTION_LOST", f"lost Asterisk during {what}: {exc}") from None
+            self._finish(SWITCH_LOST_CAUSE)
+            raise CallGone(SWITCH_LOST_CAUSE, f"lost Asterisk during {what}: {exc}") from None
         except (AriHttpError, AriTimeout) as exc:
             if self._cause is not None:
                 raise CallGone(self._cause) from None
@@ -580,9 +591,10 @@ class AsteriskSwitch(Switch):
         self.client = client
         self.sound_uri = sound_uri
         self.on_call = on_call
-        self.stream = stream or AriEventStream(client, resync=self._resync)
+        self.stream = stream or AriEventStream(client, resync=self._resync, unreachable=self._unreachable)
         if stream is not None:
             stream.resync = self._resync
+            stream.unreachable = self._unreachable
         self.stream.add_handler(self._route)
         self.calls: dict[str, AsteriskCall] = {}
         # Transferred calls keep getting their channel's ChannelDestroyed until it comes (bounded).
@@ -706,18 +718,48 @@ class AsteriskSwitch(Switch):
         for channel_id, call in list(self.calls.items()):
             channel = present.get(channel_id)
             if channel is None:
-                log.info("call vanished while the ARI stream was down", extra={"call": channel_id})
-                call.lost()
+                if not call.gone:
+                    log.info("call vanished while the ARI stream was down", extra={"call": channel_id})
+                    call.lost()
                 self.calls.pop(channel_id, None)
+                continue
+            if call.gone:
+                # We ended it while Asterisk was unreachable, yet the channel lives: nobody drives
+                # it any more, so it must not sit in our app for ever.
+                self.calls.pop(channel_id, None)
+                self._spawn(self._hang_up_orphan(channel_id))
                 continue
             if channel.state == "Up":
                 call.mark_answered()
             if call._playbacks:
-                task = asyncio.create_task(self._recheck_playbacks(call))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._recheck_playbacks(call))
         for channel_id in [c for c in self._departed if c not in present]:
             self._departed.pop(channel_id).lost()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _unreachable(self, notice: Unreachable) -> None:
+        """The stream was lost and Asterisk refuses connections: its channels are gone with it."""
+        live = [call for call in self.calls.values() if not call.gone]
+        if live:
+            log.warning("Asterisk is unreachable; ending its calls", extra={
+                "switch": self.name, "calls": len(live), "error": notice.reason})
+        for call in live:
+            call.switch_lost()
+        for call in self._departed.values():
+            call.switch_lost()
+        self._departed.clear()
+
+    async def _hang_up_orphan(self, channel_id: str) -> None:
+        try:
+            await self.client.hangup(channel_id)
+        except AriError as exc:
+            log.debug("hangup of an orphan channel failed: %s", exc, extra={"call": channel_id})
+        else:
+            log.info("hung up a channel left over from the outage", extra={"call": channel_id, "switch": self.name})
 
     async def _recheck_playbacks(self, call: AsteriskCall) -> None:
         """A PlaybackFinished lost in the gap would leave its waiter hanging: 404 means finished."""
