@@ -4,21 +4,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SITE ?= examples/phonebar/site.yaml
+ASTERISK_SITE ?= examples/phonebar-asterisk/site.yaml
 CONF_DIR ?= /etc/freeswitch
 RENDER_DIR ?= freeswitch-conf/phonebar
 DIAL ?= 9000
 PRESS ?= 1 9
 
-.PHONY: help setup run test check render deploy bench call flow-test clean asterisk-start asterisk-stop asterisk-status
+.PHONY: help setup run run-fs-sim call-fs-sim test check render deploy bench call flow-test clean asterisk-start asterisk-stop asterisk-status
 
 help:
 	@echo "make setup    install system packages (Debian) and the Python venv"
-	@echo "make run      run the controller on $(SITE) (with the FreeSWITCH simulator unless SWITCHCTL_FS_ESL is set)"
+	@echo "make run      the example phone bar on a real Asterisk ($(ASTERISK_SITE)); with SWITCHCTL_FS_ESL: $(SITE) on that FreeSWITCH"
+	@echo "make run-fs-sim                        $(SITE) on the FreeSWITCH simulator (calls: make call-fs-sim)"
 	@echo "make test     the whole test suite"
 	@echo "make check    validate $(SITE) and its call flows"
 	@echo "make render   render the FreeSWITCH config of $(SITE) into $(RENDER_DIR)"
 	@echo "make deploy   install the rendered config into CONF_DIR=$(CONF_DIR) and reload the switch"
-	@echo "make call DIAL=9000 PRESS='1 9'       place a call on the running site's switch (after make run)"
+	@echo "make call DIAL=9000 PRESS='1 9'       a sipp call to the running make run (PRESS: digits, '-', 'hangup')"
 	@echo "make flow-test DIAL=9000 PRESS='1 9'  run a flow on a private simulator and print its path"
 	@echo "make bench    benchmarks (figures go to docs/BENCHMARKS.md)"
 	@echo "make asterisk-start / asterisk-stop / asterisk-status   real Asterisk 22 (sid chroot): ARI 127.0.0.1:8088, SIP 127.0.0.1:5060"
@@ -44,8 +46,36 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
+# `make run`: the example phone bar on the real Asterisk 22 of `make setup` (loopback only): start
+# it, deploy the site's rendered config and prompts into it (reloaded over ARI; an http.conf
+# change, which a reload cannot apply, restarts Asterisk), then the controller in the foreground.
+# With SWITCHCTL_FS_ESL set: the FreeSWITCH site ($(SITE)) against that real FreeSWITCH.
+ifdef SWITCHCTL_FS_ESL
 run: setup
-	$(BIN)/switchctl run -c $(SITE) $(if $(SWITCHCTL_FS_ESL),,--simulator)
+	$(BIN)/switchctl run -c $(SITE)
+else
+run: setup
+	tools/asterisk-setup.sh start
+	@http=$${SWITCHCTL_ASTERISK_ROOT:-/var/lib/switchctl/asterisk}/root/etc/asterisk/http.conf; \
+	  settings() { sed -e 's/;.*//' -e '/^[[:space:]]*$$/d' "$$http" 2>/dev/null; }; \
+	  before=$$(settings); \
+	  $(BIN)/switchctl deploy -c $(ASTERISK_SITE) || exit 1; \
+	  if [ "$$before" != "$$(settings)" ]; then \
+	    echo "http.conf changed (ARI's listener): restarting Asterisk"; tools/asterisk-setup.sh restart; \
+	  fi
+	@echo
+	@echo "switchctl runs the phone bar ($(ASTERISK_SITE)) on Asterisk: SIP 127.0.0.1:5060, ARI 127.0.0.1:8088."
+	@echo "Place a call from another shell:"
+	@echo "  make call                        (9000, the main menu: press 1, then 9)"
+	@echo "  make call DIAL=9000 PRESS='2 hangup'"
+	@echo "make call prints what the call did; the controller logs below. Stop with Ctrl-C (Asterisk keeps running: make asterisk-stop)."
+	@echo
+	$(BIN)/switchctl run -c $(ASTERISK_SITE)
+endif
+
+# The simulator demo: the FreeSWITCH site on switchctl's FreeSWITCH simulator; calls: make call-fs-sim
+run-fs-sim: setup
+	$(BIN)/switchctl run -c $(SITE) --simulator
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -59,7 +89,19 @@ render: setup
 deploy: setup
 	$(BIN)/switchctl deploy -c $(SITE) --conf-dir $(CONF_DIR)
 
-call: setup
+# A call on the running `make run`: a real SIP call with sipp and RFC 2833 digits (one --press
+# group every 3 s after the answer) on Asterisk, an ESL call when SWITCHCTL_FS_ESL is set. Only the
+# venv is needed: `setup` would rewrite the live Asterisk config under the running demo.
+ifdef SWITCHCTL_FS_ESL
+call: $(VENV)/.installed
+	$(BIN)/switchctl call -c $(SITE) $(DIAL) $(foreach p,$(PRESS),--press '$(p)')
+else
+call: $(VENV)/.installed
+	$(BIN)/switchctl sipcall -c $(ASTERISK_SITE) $(DIAL) $(foreach p,$(PRESS),--press '$(p)')
+endif
+
+# A call on the running `make run-fs-sim` (over the simulator's event socket)
+call-fs-sim: $(VENV)/.installed
 	$(BIN)/switchctl call -c $(SITE) $(DIAL) $(foreach p,$(PRESS),--press '$(p)')
 
 flow-test: setup

@@ -161,18 +161,9 @@ class Controller:
             self.stats.calls_failed += 1
             log.warning("call lost on the event socket", extra={"call": uuid, "switch": switch_name, "error": str(exc)})
         finally:
-            self.stats.active -= 1
-            self.stats.calls_finished += 1
             self.stats.esl_bytes_in += session.bytes_received
             self.stats.esl_bytes_out += session.bytes_sent
-            if self.keep_traces and trace is not None:
-                self.stats.traces.append(trace)
-            if self.on_trace is not None:
-                self.on_trace(uuid, trace)
-            log.debug(
-                "call handled",
-                extra={"call": uuid, "switch": switch_name, "ms": round((time.perf_counter() - started) * 1000, 1)},
-            )
+            self._finished(uuid, switch_name, trace, started)
 
     async def handle_asterisk_call(self, call: AsteriskCall, switch_name: str) -> None:
         """One call in our Stasis app: run its flow, then hang up unless the flow transferred it."""
@@ -194,13 +185,25 @@ class Controller:
             except Exception as hangup_exc:  # noqa: BLE001 - already failing; record and go on
                 log.debug("hangup after a failed call failed: %s", hangup_exc, extra={"call": call.uuid})
         finally:
-            self.stats.active -= 1
-            self.stats.calls_finished += 1
-            if self.keep_traces and trace is not None:
-                self.stats.traces.append(trace)
-            if self.on_trace is not None:
-                self.on_trace(call.uuid, trace)
-            log.debug(
-                "call handled",
-                extra={"call": call.uuid, "switch": switch_name, "ms": round((time.perf_counter() - started) * 1000, 1)},
+            self._finished(call.uuid, switch_name, trace, started)
+
+    def _finished(self, uuid: str, switch_name: str, trace: FlowTrace | None, started: float) -> None:
+        """Account for one ended call, hand its trace on, and log it in one line (ops grep by call)."""
+        self.stats.active -= 1
+        self.stats.calls_finished += 1
+        if self.keep_traces and trace is not None:
+            self.stats.traces.append(trace)
+        if self.on_trace is not None:
+            self.on_trace(uuid, trace)
+        if trace is not None and log.isEnabledFor(logging.INFO):
+            log.info(
+                "call ended",
+                extra={
+                    "call": uuid,
+                    "switch": switch_name,
+                    "result": trace.result,
+                    "cause": trace.cause or "",
+                    "path": ">".join(node for _flow, node, _outcome in trace.steps),
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                },
             )
