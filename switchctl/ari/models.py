@@ -46,6 +46,14 @@ _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
 
 def parse_time(text: str) -> datetime | None:
     """Parse ARI's `YYYY-MM-DDTHH:MM:SS.mmm+0000` (also without fraction); None when not a time."""
+    # fromisoformat reads ARI's shape ~50x faster than strptime (every event carries a timestamp;
+    # bench/ari_cps.py profiled strptime at a fifth of the controller's time). It accepts more
+    # shapes than ARI sends, so only a date-T-time with an offset takes this path.
+    if len(text) >= 24 and text[10] == "T" and text[-5] in "+-":
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
     for fmt in _TIME_FORMATS:
         try:
             return datetime.strptime(text, fmt)
