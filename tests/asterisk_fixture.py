@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+from switchctl import democall
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETUP_SCRIPT = REPO_ROOT / "tools" / "asterisk-setup.sh"
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -185,27 +187,7 @@ def asterisk() -> Iterator[AsteriskEnv]:
 
 def free_udp_port(even: bool = False, span: int = 1) -> int:
     """A UDP port on 127.0.0.1 that is free now, with ``span`` free ports from it (RTP needs 2-4)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if even and port % 2:
-            continue
-        if port + span > 65535:
-            continue
-        holders: list[socket.socket] = []
-        try:
-            for p in range(port, port + span):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                holders.append(s)
-                s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for s in holders:
-                s.close()
-        return port
-    raise RuntimeError("no free UDP port range on 127.0.0.1")
+    return democall.free_udp_port(even=even, span=span)
 
 
 def sipp_command(env: AsteriskEnv, scenario: Path, service: str, *, calls: int = 1,
