@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from switchctl.config.site import load_site
 from switchctl.controller import Controller
 from switchctl.flows import FlowTrace
 from switchctl.sitecheck import check_site
+from switchctl import democall
 from switchctl.switch.asterisk import AsteriskCall, AsteriskSwitch, sound_uri_for_site
 from switchctl.switch.call import CallGone, CollectOutcome, CollectSpec
 from tests.asterisk_fixture import SIPP_DIR, AsteriskEnv, asterisk, run_sipp  # noqa: F401
@@ -83,63 +83,10 @@ def _write_site(tmp: Path, env: AsteriskEnv) -> Path:
     return site
 
 
-DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
-
-
 def write_dtmf_pcap(path: Path, script: Sequence[Step], *, digit_s: float = 0.12, tail_s: float = 0.3) -> float:
-    """An RTP stream as a pcap for sipp's play_pcap_audio: PCMU silence every 20 ms with RFC 2833
-    events at the script's times; one SSRC with continuous sequence numbers and timestamps.
-
-    sip-tester's own dtmf_2833_<d>.pcap files cannot be chained: each has fixed sequence numbers
-    (the '2' file's are lower than the '4' file's), so Asterisk drops any digit whose file comes
-    "before" the previous one, and a repeated digit as a duplicate. Returns the stream's length."""
-    starts: list[tuple[float, int]] = []
-    at = 0.0
-    for delay, digit in script:
-        at += delay
-        if digit:
-            starts.append((at, DTMF_EVENTS[digit]))
-    length = at + digit_s + tail_s
-    packets: list[tuple[float, bytes]] = []
-    seq, ssrc = 4000, 0x5C5C0001
-    pending = list(starts)
-    active: tuple[float, int, int] | None = None  # start time, event, rtp timestamp
-    for tick in range(int(length / 0.02) + 1):
-        now = tick * 0.02
-        ts = tick * 160
-        if active is None and pending and now >= pending[0][0]:
-            start, event = pending.pop(0)
-            active = (now, event, ts)
-            first = True
-        else:
-            first = False
-        if active is not None:
-            start, event, event_ts = active
-            elapsed = now - start
-            ended = elapsed + 0.02 >= digit_s
-            duration = round((elapsed + 0.02) * 8000)
-            payload = struct.pack(">BBH", event, (0x80 if ended else 0) | 10, duration)
-            header = struct.pack(">BBHII", 0x80, (0x80 if first else 0) | 101, seq & 0xFFFF, event_ts, ssrc)
-            for _ in range(3 if ended else 1):  # the end packet goes three times (RFC 4733)
-                packets.append((now, header + payload))
-                seq += 1
-                header = struct.pack(">BBHII", 0x80, 101, seq & 0xFFFF, event_ts, ssrc)
-            if ended:
-                active = None
-            continue
-        header = struct.pack(">BBHII", 0x80, 0, seq & 0xFFFF, ts, ssrc)
-        packets.append((now, header + b"\xff" * 160))
-        seq += 1
-    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
-    for when, rtp in packets:
-        udp = struct.pack(">HHHH", 7000, 7002, 8 + len(rtp), 0) + rtp
-        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
-                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1]))
-        frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
-        sec = 1_700_000_000 + int(when)
-        out.append(struct.pack("<IIII", sec, round((when % 1) * 1e6) % 1_000_000, len(frame), len(frame)) + frame)
-    path.write_bytes(b"".join(out))
-    return length
+    """switchctl.democall's continuous RFC 2833 stream (sip-tester's per-digit pcaps cannot be
+    chained: Asterisk drops digits whose RTP sequence numbers go back), with this suite's digit length."""
+    return democall.write_dtmf_pcap(path, script, digit_s=digit_s, tail_s=tail_s)
 
 
 def _scenario(tmp: Path, template: str, script: Sequence[Step], caller: str) -> Path:
