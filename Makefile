@@ -107,10 +107,13 @@ call-fs-sim: $(VENV)/.installed
 flow-test: setup
 	$(BIN)/switchctl flow test -c $(SITE) --dial $(DIAL) $(foreach p,$(PRESS),--press '$(p)')
 
+# Every benchmark in docs/BENCHMARKS.md (about 10 minutes; ari_cps starts a private Asterisk).
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/esl_parse.py
 	$(BIN)/python bench/flow_cps.py
+	$(BIN)/python bench/rating.py
+	$(BIN)/python bench/ari_cps.py
 
 asterisk-start:
 	tools/asterisk-setup.sh start
