@@ -29,7 +29,7 @@ import jinja2
 
 from switchctl.config.flowroutes import FlowRoutes, read_flow_routes
 from switchctl.config.site import Gateway, Site, SwitchConfig
-from switchctl.render.freeswitch import RenderError, templates_dir
+from switchctl.render.freeswitch import RenderError, pick_switch, templates_dir
 
 __all__ = [
     "ASTERISK_MODULES",
@@ -296,16 +296,7 @@ def _routes(site: Site, flows: list[FlowRoutes]) -> tuple[list[_Route], list[str
 
 def pick_asterisk_switch(site: Site, switch: str | None = None) -> SwitchConfig:
     """The Asterisk switch to render: the named one, or the only one."""
-    ast = [s for s in site.switches if s.kind == "asterisk"]
-    if switch is not None:
-        for s in ast:
-            if s.name == switch:
-                return s
-        raise RenderError(f"site {site.name} has no Asterisk switch named {switch!r}")
-    if len(ast) != 1:
-        names = ", ".join(s.name for s in ast) or "none"
-        raise RenderError(f"site {site.name} has {len(ast)} Asterisk switches ({names}); name the one to render")
-    return ast[0]
+    return pick_switch(site, switch, kind="asterisk")
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,18 +111,22 @@ def _ident(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
-def pick_switch(site: Site, switch: str | None = None) -> SwitchConfig:
-    """The FreeSWITCH switch to render: the named one, or the only one."""
-    fs = [s for s in site.switches if s.kind == "freeswitch"]
+_KIND_LABELS = {"freeswitch": "FreeSWITCH", "asterisk": "Asterisk"}
+
+
+def pick_switch(site: Site, switch: str | None = None, *, kind: str = "freeswitch") -> SwitchConfig:
+    """The switch of `kind` to render: the named one, or the site's only one of that kind."""
+    label = _KIND_LABELS.get(kind, kind)
+    candidates = [s for s in site.switches if s.kind == kind]
     if switch is not None:
-        for s in fs:
+        for s in candidates:
             if s.name == switch:
                 return s
-        raise RenderError(f"site {site.name} has no FreeSWITCH switch named {switch!r}")
-    if len(fs) != 1:
-        names = ", ".join(s.name for s in fs) or "none"
-        raise RenderError(f"site {site.name} has {len(fs)} FreeSWITCH switches ({names}); name the one to render")
-    return fs[0]
+        raise RenderError(f"site {site.name} has no {label} switch named {switch!r}")
+    if len(candidates) != 1:
+        names = ", ".join(s.name for s in candidates) or "none"
+        raise RenderError(f"site {site.name} has {len(candidates)} {label} switches ({names}); name the one to render")
+    return candidates[0]
 
 
 def render_freeswitch(site: Site, switch: str | None = None) -> dict[str, bytes]:
