@@ -360,6 +360,13 @@ class AriClient:
         terminate_on: str | None = None,
     ) -> LiveRecording:
         """Record a channel. A channel inside a bridge answers 201 and then RecordingFailed."""
+        return await self._record(f"/channels/{_seg(channel_id)}/record", name, format, max_duration,
+                                  max_silence, if_exists, beep, terminate_on)
+
+    async def _record(self, path: str, name: str, format: str, max_duration: int | None,
+                      max_silence: int | None, if_exists: str | None, beep: bool | None,
+                      terminate_on: str | None) -> LiveRecording:
+        """POST <resource>/record: the same parameters for channels and bridges."""
         params = {
             "name": name,
             "format": format,
@@ -369,7 +376,7 @@ class AriClient:
             "beep": beep,
             "terminateOn": terminate_on,
         }
-        return LiveRecording.parse(await self._object("POST", f"/channels/{_seg(channel_id)}/record", params=params))
+        return LiveRecording.parse(await self._object("POST", path, params=params))
 
     async def snoop(
         self,
@@ -490,16 +497,8 @@ class AriClient:
         beep: bool | None = None,
         terminate_on: str | None = None,
     ) -> LiveRecording:
-        params = {
-            "name": name,
-            "format": format,
-            "maxDurationSeconds": max_duration,
-            "maxSilenceSeconds": max_silence,
-            "ifExists": if_exists,
-            "beep": beep,
-            "terminateOn": terminate_on,
-        }
-        return LiveRecording.parse(await self._object("POST", f"/bridges/{_seg(bridge_id)}/record", params=params))
+        return await self._record(f"/bridges/{_seg(bridge_id)}/record", name, format, max_duration,
+                                  max_silence, if_exists, beep, terminate_on)
 
     async def start_bridge_moh(self, bridge_id: str, moh_class: str | None = None) -> None:
         await self.request("POST", f"/bridges/{_seg(bridge_id)}/moh", params={"mohClass": moh_class})
