@@ -8,6 +8,9 @@ When the script runs out the caller stays silent (every further try times out).
 
 The fake applies the spec like a switch does: input stops at `max_digits` or a terminator, fewer
 than `min_digits` or a failed `pattern` is INVALID. Every operation is recorded in `ops`; the caller
+`dials` scripts the `dial` operations the same way, one item per dial: a `DialResult`, or an outcome
+name (`"answered"`, `"busy"`, ...) from which a result with the usual cause is made; when it runs out
+every dial fails with NO_ANSWER. An ANSWERED dial awaits `spec.on_answer` first. The caller
 can hang up at a chosen operation (`hangup_at=("collect", 2)`: during the 2nd collect), and an
 operation can fail on the switch (`fail_at=("play", 1)` raises CallError).
 """
@@ -26,10 +29,24 @@ from switchctl.switch.call import (
     CollectOutcome,
     CollectResult,
     CollectSpec,
+    DialAnswer,
+    DialOutcome,
+    DialResult,
+    DialSpec,
     SayKind,
 )
 
 ScriptItem = str | None | CollectResult
+DialItem = str | DialResult
+
+# The cause each scripted dial outcome carries by default (what the switches report, captures s3).
+SCRIPTED_DIAL_CAUSE = {
+    "answered": "NORMAL_CLEARING",
+    "busy": "USER_BUSY",
+    "no_answer": "NO_ANSWER",
+    "rejected": "CALL_REJECTED",
+    "failed": "NORMAL_TEMPORARY_FAILURE",
+}
 
 
 class ScriptedCall(Call):
@@ -45,10 +62,12 @@ class ScriptedCall(Call):
         hangup_at: tuple[str, int] | None = None,
         fail_at: tuple[str, int] | None = None,
         caller_cause: str = "NORMAL_CLEARING",
+        dials: Iterable[DialItem] = (),
     ) -> None:
         self.info = CallInfo(uuid=uuid, switch="test", caller_number=caller, caller_name=caller_name,
                              destination=destination, variables=dict(variables or {}))
         self._script = iter(script)
+        self._dials = iter(dials)
         self._hangup_at = hangup_at
         self._fail_at = fail_at
         self._caller_cause = caller_cause
@@ -109,6 +128,27 @@ class ScriptedCall(Call):
         if item is None or item == "timeout":
             return CollectResult(CollectOutcome.TIMEOUT)
         return apply_spec(spec, item)
+
+    async def dial(self, spec: DialSpec) -> DialResult:
+        self._enter("dial", spec)
+        item = next(self._dials, "no_answer")
+        if isinstance(item, str):
+            target = next((t for group in spec.groups for t in group), None)
+            outcome = DialOutcome(item)
+            answered = outcome is DialOutcome.ANSWERED
+            item = DialResult(outcome, SCRIPTED_DIAL_CAUSE[item], target=target,
+                              peer_uuid=f"{self.uuid}-b" if answered else None,
+                              answered_at_us=1_700_000_000_000_000 if answered else 0,
+                              ended_at_us=1_700_000_060_000_000 if answered else 0)
+        if item.outcome is DialOutcome.ANSWERED and spec.on_answer is not None:
+            assert item.target is not None and item.peer_uuid is not None
+            await spec.on_answer(DialAnswer(item.peer_uuid, item.target, item.answered_at_us))
+        if item.caller_hung_up:
+            self._cause = item.cause
+        return item
+
+    async def announce(self, prompt: str) -> None:
+        self._enter("announce", prompt)
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         self._enter("transfer", extension, context)

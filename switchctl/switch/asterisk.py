@@ -85,6 +85,8 @@ from .call import (
     CollectOutcome,
     CollectResult,
     CollectSpec,
+    DialResult,
+    DialSpec,
     SayKind,
     Switch,
 )
@@ -467,6 +469,12 @@ class AsteriskCall(Call):
             digits += digit
             timeout = spec.inter_digit_timeout
         return _outcome(spec, digits, terminator)
+
+    async def dial(self, spec: DialSpec) -> DialResult:  # INTERIM: replaced by the dial work
+        raise CallError("dial is not implemented on this backend yet")
+
+    async def announce(self, prompt: str) -> None:  # INTERIM: replaced by the dial work
+        raise CallError("announce is not implemented on this backend yet")
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         self._check()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -75,6 +75,105 @@ class SayKind(str, enum.Enum):
     DIGITS = "digits"  # 1234 -> "one two three four"
 
 
+class DialOutcome(str, enum.Enum):
+    ANSWERED = "answered"  # a target answered and was bridged; dial returned when the bridge ended
+    BUSY = "busy"  # USER_BUSY (486)
+    NO_ANSWER = "no_answer"  # rang out: NO_ANSWER, ALLOTTED_TIMEOUT (leg_timeout), NO_USER_RESPONSE
+    REJECTED = "rejected"  # CALL_REJECTED (603 Decline) and other explicit refusals by the far end
+    FAILED = "failed"  # unreachable, unregistered, no route, bad target, congestion...
+
+
+# Q.850 names (as FreeSWITCH spells them) that mean something else than FAILED. The backends map
+# their own signalling onto these names first; captures freeswitch-scenarios/s3 and
+# asterisk-scenarios/02_dial show which cause each real outcome carries.
+_DIAL_OUTCOME_BY_CAUSE: dict[str, DialOutcome] = {
+    "USER_BUSY": DialOutcome.BUSY,
+    "NO_ANSWER": DialOutcome.NO_ANSWER,
+    "ALLOTTED_TIMEOUT": DialOutcome.NO_ANSWER,
+    "NO_USER_RESPONSE": DialOutcome.NO_ANSWER,
+    "ORIGINATOR_CANCEL": DialOutcome.NO_ANSWER,
+    "CALL_REJECTED": DialOutcome.REJECTED,
+}
+
+
+def dial_outcome_for_cause(cause: str) -> DialOutcome:
+    """The dial outcome a failed leg's hangup cause means (anything unlisted is FAILED)."""
+    return _DIAL_OUTCOME_BY_CAUSE.get(cause, DialOutcome.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class DialTarget:
+    """One party to ring.
+
+    kind "phone": `address` is a phone/booth extension of the site (registered to the switch);
+    kind "gateway": `address` is the number to send to trunk `gateway`;
+    kind "uri": `address` is a SIP URI (`sip:user@host:port`), sent from the switch's SIP listener.
+    `timeout` (seconds) overrides the group's ring timeout for this target.
+    """
+
+    kind: str
+    address: str
+    gateway: str | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialAnswer:
+    """A target answered: handed to `DialSpec.on_answer` while the bridge is being set up."""
+
+    peer_uuid: str  # the answering leg's uuid / channel id on the switch
+    target: DialTarget
+    answered_at_us: int  # the switch's own answer timestamp of that leg, µs since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class DialSpec:
+    """What to ring and how.
+
+    `groups` are tried in order (sequential ringing); the targets of one group ring at once
+    (simultaneous ringing), the first to answer wins and the others are cancelled. `timeout` is each
+    group's ring time unless a target sets its own. While targets ring the caller hears `ringback`
+    (a tone_stream:// or file; None = the switch passes the far end's early media / its own ringing).
+    `caller_id_number` / `caller_id_name` replace the caller's identity towards the targets.
+    `variables` are set on every outgoing leg. `on_answer` runs (awaited) once a target answered,
+    with the switch's answer time: prepaid cutoffs arm there.
+    """
+
+    groups: Sequence[Sequence[DialTarget]]
+    timeout: float = 30.0
+    ringback: str | None = "tone_stream://%(2000,4000,440,480);loops=-1"
+    caller_id_number: str | None = None
+    caller_id_name: str | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+    on_answer: Callable[[DialAnswer], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DialResult:
+    """How a dial ended.
+
+    ANSWERED: the bridge ran; `cause` is the hangup cause that ended it and `caller_hung_up` says
+    which side ended it (the caller may be gone now: the next operation raises CallGone).
+    Otherwise `cause` is the last tried target's failure cause and the caller is still here.
+    Times are the switch's clock in µs since the epoch (0 when the switch did not report one);
+    `talk_us` = bridge end - answer, from those fields, never from our own clock.
+    """
+
+    outcome: DialOutcome
+    cause: str
+    target: DialTarget | None = None
+    peer_uuid: str | None = None
+    answered_at_us: int = 0
+    ended_at_us: int = 0
+    caller_hung_up: bool = False
+
+    @property
+    def talk_us(self) -> int:
+        if not self.answered_at_us or not self.ended_at_us:
+            return 0
+        return max(0, self.ended_at_us - self.answered_at_us)
+
+
 @dataclass
 class CallInfo:
     """What the switch told us about the call when it reached us."""
@@ -121,6 +220,17 @@ class Call(abc.ABC):
     @abc.abstractmethod
     async def collect(self, spec: CollectSpec) -> CollectResult:
         """One try of `spec`; the flow decides about retries."""
+
+    @abc.abstractmethod
+    async def dial(self, spec: DialSpec) -> DialResult:
+        """Ring `spec`'s targets and bridge the first that answers; returns when the bridge ended
+        (ANSWERED) or every target failed. Raises CallGone if the caller hangs up before an answer.
+        No leg is left behind: unanswered targets are cancelled when this returns or raises."""
+
+    @abc.abstractmethod
+    async def announce(self, prompt: str) -> None:
+        """Play `prompt` to this leg only, over whatever it is doing (e.g. a warning tone during a
+        bridge, which goes on); returns once the switch accepted it, not when it finished."""
 
     @abc.abstractmethod
     async def transfer(self, extension: str, context: str | None = None) -> None:

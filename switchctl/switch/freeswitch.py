@@ -30,6 +30,8 @@ from .call import (
     CollectOutcome,
     CollectResult,
     CollectSpec,
+    DialResult,
+    DialSpec,
     SayKind,
     Switch,
 )
@@ -199,6 +201,12 @@ class FreeSwitchCall(Call):
         if spec.min_digits == 0 and result == "timeout":
             return CollectResult(CollectOutcome.OK, "", terminator)
         return CollectResult(CollectOutcome.TIMEOUT, "", terminator)
+
+    async def dial(self, spec: DialSpec) -> DialResult:  # INTERIM: replaced by the dial work
+        raise CallError("dial is not implemented on this backend yet")
+
+    async def announce(self, prompt: str) -> None:  # INTERIM: replaced by the dial work
+        raise CallError("announce is not implemented on this backend yet")
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         if _NO_SPACE.search(extension):

@@ -1,0 +1,67 @@
+"""What the flow runtime asks of the features above it, without importing them.
+
+Flows sit below features (features import flows, never the reverse), so a node whose work belongs
+to a feature — `prepaid` authorizes against the billing feature, a `dial` after it hands the answer
+to the cutoff handler — calls it through the protocol here. The controller passes the feature's
+object to `FlowRunner(billing=...)`; without one a `prepaid` node fails the call as a setup error.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from switchctl.switch.call import Call, DialAnswer, DialResult
+
+
+class AuthorizeOutcome(str, enum.Enum):
+    """The `prepaid` node's outcomes (each a branch name of the node)."""
+
+    OK = "next"  # may call: the node continues at `next`
+    INSUFFICIENT_FUNDS = "insufficient_funds"  # cannot pay the connect fee and first block
+    NO_RATE = "no_rate"  # the destination has no rate for this account (not sold / blocked)
+    NO_ACCOUNT = "no_account"  # no such account, or it is closed
+    BAD_PIN = "bad_pin"  # card/PIN authentication failed (one more failure counted)
+    LOCKED = "locked"  # too many PIN failures: the account refuses for a while
+
+
+@dataclass(frozen=True, slots=True)
+class PrepaidRequest:
+    """A `prepaid` node's question: may `account` call `destination` now?"""
+
+    account: str  # the account's number (a booth's, a calling card's, a customer's)
+    destination: str  # the dialled number as the rate table sees it (after number analysis)
+    pin: str | None = None  # for calling cards: the PIN the caller typed
+
+
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """The answer. When OK, `max_seconds` is the talk time the available money pays for now
+    (it is recomputed while the call runs); `ref` identifies the authorization to the feature."""
+
+    outcome: AuthorizeOutcome
+    ref: str = ""
+    max_seconds: int = 0
+    detail: str = ""  # for logs and traces: why it was refused
+
+
+class CallBilling(Protocol):
+    """Implemented by the prepaid feature."""
+
+    async def authorize(self, call: Call, request: PrepaidRequest) -> Authorization:
+        """Check (and reserve the connect fee + first block for) one call attempt."""
+        ...
+
+    async def on_answer(self, call: Call, auth: Authorization, answer: DialAnswer) -> None:
+        """A dial after an OK authorization was answered: start rating and arm the cutoff."""
+        ...
+
+    async def on_dial_end(self, call: Call, auth: Authorization, result: DialResult | None) -> None:
+        """The dial ended (result None: it raised, e.g. the caller hung up while it rang):
+        stop the cutoff, release or settle the reservation. Called exactly once per dial."""
+        ...
+
+    async def release(self, call: Call, auth: Authorization) -> None:
+        """The flow ended without dialling after this authorization: give the reservation back."""
+        ...
