@@ -9,7 +9,8 @@ object to `FlowRunner(billing=...)`; without one a `prepaid` node fails the call
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from switchctl.switch.call import Call, DialAnswer, DialResult
@@ -38,12 +39,15 @@ class PrepaidRequest:
 @dataclass(frozen=True, slots=True)
 class Authorization:
     """The answer. When OK, `max_seconds` is the talk time the available money pays for now
-    (it is recomputed while the call runs); `ref` identifies the authorization to the feature."""
+    (it is recomputed while the call runs); `ref` identifies the authorization to the feature;
+    `dial_variables` must be set on every leg a following dial creates (DialSpec.variables), so
+    the legs' CDRs lead back to the account (billing/callkeys.py)."""
 
     outcome: AuthorizeOutcome
     ref: str = ""
     max_seconds: int = 0
     detail: str = ""  # for logs and traces: why it was refused
+    dial_variables: Mapping[str, str] = field(default_factory=dict)
 
 
 class CallBilling(Protocol):
