@@ -20,5 +20,6 @@ def check_site(site: Site, display_root: Path | None = None) -> CheckResult:
         site_values=dict(site.values),
         lists={name: list(numbers) for name, numbers in site.lists.items()},
         known_extensions={phone.extension for phone in site.phones},
+        known_gateways={gateway.name for gateway in site.gateways},
         display_root=display_root if display_root is not None else Path.cwd(),
     )

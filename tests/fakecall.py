@@ -195,7 +195,8 @@ def apply_spec(spec: CollectSpec, pressed: str) -> CollectResult:
 
 
 def check_texts(directory, *texts: str, site_values: Mapping[str, str] | None = None,
-                lists: Mapping[str, Sequence[str]] | None = None, known_extensions=None):
+                lists: Mapping[str, Sequence[str]] | None = None, known_extensions=None,
+                known_gateways=None):
     """Write flow texts as files under `directory` and check them; every `ivr/...` prompt exists.
 
     Returns the CheckResult (tests of the runtime assert `.ok` first).
@@ -215,4 +216,5 @@ def check_texts(directory, *texts: str, site_values: Mapping[str, str] | None = 
         path.write_text(text, encoding="utf-8")
         paths.append(path)
     return check_flows(paths, sound_dirs=[sounds], site_values=site_values or {}, lists=lists or {},
-                       known_extensions=known_extensions, display_root=directory)
+                       known_extensions=known_extensions, known_gateways=known_gateways,
+                       display_root=directory)

@@ -18,6 +18,7 @@ GOLDEN = Path(__file__).parent / "flows_golden"
 SITE_VALUES = {"company": "Acme", "support_ext": "2000", "timezone": "Europe/Paris"}
 LISTS = {"vip": ["1234"], "blocked": ["666"]}
 KNOWN_EXTENSIONS = {"1001", "2000"}
+KNOWN_GATEWAYS = {"upstream", "backup"}
 
 
 def _cases() -> list[str]:
@@ -30,7 +31,8 @@ def _report(name: str) -> str:
     case = GOLDEN / name
     paths = sorted(case.glob("*.yaml")) if case.is_dir() else [GOLDEN / f"{name}.yaml"]
     result = check_flows(paths, sound_dirs=[GOLDEN / "sounds"], site_values=SITE_VALUES, lists=LISTS,
-                         known_extensions=KNOWN_EXTENSIONS, display_root=GOLDEN)
+                         known_extensions=KNOWN_EXTENSIONS, known_gateways=KNOWN_GATEWAYS,
+                         display_root=GOLDEN)
     return result.report()
 
 

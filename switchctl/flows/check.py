@@ -13,8 +13,8 @@ from pathlib import Path
 
 from switchctl.config.yamlsrc import Mark, SourceError, load_file
 
-from .graph import check_flow_graph, check_loops
-from .model import Diagnostic, Flow, FlowSet, Node, TransferNode
+from .graph import check_authorizations, check_flow_graph, check_loops
+from .model import Diagnostic, DialNode, Flow, FlowSet, Node, TransferNode
 from .parse import parse_flow, suggestion
 
 SOUND_EXTENSIONS = (".wav", ".ogg", ".mp3", ".sln")
@@ -155,8 +155,11 @@ def check_flows(
     site_values: Mapping[str, str],
     lists: Mapping[str, Sequence[str]],
     known_extensions: Collection[str] | None = None,
+    known_gateways: Collection[str] | None = None,
     display_root: Path | None = None,
 ) -> CheckResult:
+    """Check flow files against the site. `known_extensions` / `known_gateways`, when given, are
+    the site's phone extensions and gateway names: literal ones a flow names must be among them."""
     diags: list[Diagnostic] = []
     flows = _unique(_load(paths, display_root, diags), diags)
     by_name = {f.name: f for f in flows}
@@ -191,11 +194,31 @@ def check_flows(
                     mark = next(m for t, m in node.templates if t is ext)
                     diags.append(Diagnostic(mark, f"{what}: extension '{ext.source}' is not a known extension"
                                             f"{suggestion(ext.source, known_extensions)}"))
+            if isinstance(node, DialNode):
+                _check_dial_targets(node, known_extensions, known_gateways, diags)
     check_loops(flows, diags)
+    check_authorizations(flows, diags)
 
     diags.sort(key=Diagnostic.sort_key)
     usable = _usable(flows, {d.mark.file for d in diags if d.severity == "error"})
     return CheckResult(FlowSet(usable), diags)
+
+
+def _check_dial_targets(node: DialNode, known_extensions: Collection[str] | None,
+                        known_gateways: Collection[str] | None, diags: list[Diagnostic]) -> None:
+    what = f"dial '{node.id}'"
+    if known_gateways is not None:
+        site_has = ", ".join(sorted(known_gateways)) or "no gateways"
+        for ref in node.gateway_refs:
+            if ref.value not in known_gateways:
+                diags.append(Diagnostic(ref.mark, f"{what} names unknown gateway '{ref.value}' (site has: {site_has})"))
+    if known_extensions is not None:
+        for group in node.groups:
+            for target in group.targets:
+                if target.kind == "phone" and target.address.is_literal \
+                        and target.address.source not in known_extensions:
+                    diags.append(Diagnostic(target.mark, f"{what}: phone '{target.address.source}' is not a known "
+                                            f"extension{suggestion(target.address.source, known_extensions)}"))
 
 
 def _usable(flows: list[Flow], files_with_errors: set[str]) -> list[Flow]:

@@ -10,14 +10,31 @@ cycle of H, found as the strongly connected components of H (Tarjan). Calls are 
 edge to `next` (the return): the section body's own cycles are checked where they are, and a
 cycle through a call's edge into its section is always a recursion, which is rejected separately. Transfers to another flow are edges to that
 flow's start, so loops across flows are caught too.
+
+Paid dials. A `prepaid` node's authorization pays for one dial. `check_authorizations` walks the
+graph with the billing state a call can be in at each node — no prepaid ran yet, an unused
+authorization, or a spent one (used by a dial, or refused) — and rejects a `dial` reachable in the
+spent state: at run time it would have nothing to bill against (and must not ring for free).
+Sections are followed context-insensitively (a `return` goes back to every caller of the flow),
+which can only add paths, never hide one.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import pairwise
 from collections.abc import Iterable, Mapping, Sequence
 
-from .model import CallNode, Diagnostic, Flow, Node, ReturnNode, TransferNode
+from .model import (
+    CallNode,
+    Diagnostic,
+    DialNode,
+    Flow,
+    Node,
+    PrepaidNode,
+    ReturnNode,
+    TransferNode,
+)
 from .parse import suggestion
 
 Vertex = tuple[str, str]  # (flow name, node id)
@@ -198,3 +215,79 @@ def _cycle_through(anchor: Vertex, members: set[Vertex], edges: Mapping[Vertex, 
                 parent[w] = (v, outcome)
                 queue.append(w)
     return []
+
+
+_NO_PREPAID, _AUTHORIZED, _SPENT = "none", "authorized", "spent"
+State = tuple[Vertex, str]
+
+
+def _billing_successors(flow: Flow, node: Node, state: str, flows: Mapping[str, Flow]) -> list[tuple[str, State]]:
+    """(outcome, (vertex, state)) pairs one step after `node` entered in `state`."""
+    if isinstance(node, ReturnNode):  # back to the `next` of any call in this flow
+        calls = [n for n in flow.nodes.values() if isinstance(n, CallNode)]
+        return [("return", ((flow.name, t), state)) for c in calls
+                if (t := c.target("next")) is not None and t in flow.nodes]
+    out = []
+    for edge in node.edges.values():
+        if edge.target not in flow.nodes or (isinstance(node, CallNode) and not edge.section):
+            continue
+        after = state
+        if isinstance(node, PrepaidNode):
+            after = _AUTHORIZED if edge.outcome == "next" else _SPENT
+        elif isinstance(node, DialNode) and state == _AUTHORIZED:
+            after = _SPENT
+        out.append((edge.outcome, ((flow.name, edge.target), after)))
+    if isinstance(node, TransferNode) and node.flow is not None:
+        target = flows.get(node.flow.value)
+        if target is not None and target.start in target.nodes:
+            out.append(("flow", ((target.name, target.start), state)))
+    return out
+
+
+def check_authorizations(flows: Sequence[Flow], diags: list[Diagnostic]) -> None:
+    """Reject a dial that can follow a used or refused prepaid authorization (see the module doc)."""
+    by_name = {f.name: f for f in flows}
+    parent: dict[State, tuple[State, str] | None] = {}
+    queue: deque[State] = deque()
+    for flow in flows:
+        if flow.start in flow.nodes:
+            seed = ((flow.name, flow.start), _NO_PREPAID)
+            parent[seed] = None
+            queue.append(seed)
+    reported: set[Vertex] = set()
+    while queue:
+        current = queue.popleft()
+        (flow_name, node_id), state = current
+        flow = by_name[flow_name]
+        node = flow.nodes[node_id]
+        if isinstance(node, DialNode) and state == _SPENT and current[0] not in reported:
+            reported.add(current[0])
+            diags.append(Diagnostic(node.mark, f"dial '{node.id}' can run after a used or refused authorization "
+                                    f"({_billing_path(current, parent, flow_name, by_name)}); a paid dial "
+                                    "needs a prepaid node of its own before it"))
+        for outcome, following in _billing_successors(flow, node, state, by_name):
+            if following not in parent:
+                parent[following] = (current, outcome)
+                queue.append(following)
+
+
+def _billing_path(end: State, parent: Mapping[State, tuple[State, str] | None], home: str,
+                  flows: Mapping[str, Flow]) -> str:
+    """The path to `end`, from the last prepaid node on it."""
+    steps: list[tuple[State, str | None]] = [(end, None)]
+    link = parent[end]
+    while link is not None:
+        state, outcome = link
+        steps.append((state, outcome))
+        if isinstance(flows[state[0][0]].nodes[state[0][1]], PrepaidNode):
+            break
+        link = parent[state]
+    steps.reverse()
+
+    def label(v: Vertex) -> str:
+        return v[1] if v[0] == home else f"{v[0]}:{v[1]}"
+
+    text = label(steps[0][0][0])
+    for (_, outcome), (state, _) in pairwise(steps):
+        text += f" -{outcome}-> {label(state[0])}"
+    return text

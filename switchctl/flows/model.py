@@ -70,6 +70,17 @@ class Node:
         edge = self.edges.get(outcome)
         return edge.target if edge else None
 
+    # Outcomes that, when the flow does not name a branch for them, take another outcome's branch
+    # (a dial's `busy` falls back to `failed`). The check requires the fallback branch itself.
+    fallbacks: ClassVar[Mapping[str, str]] = {}
+
+    def edge_for(self, outcome: str) -> Edge | None:
+        """The edge the runtime follows for `outcome`: its own branch, else its fallback's."""
+        edge = self.edges.get(outcome)
+        if edge is None and outcome in self.fallbacks:
+            edge = self.edges.get(self.fallbacks[outcome])
+        return edge
+
     @property
     def exit_outcome(self) -> str | None:
         """The outcome a bounded node takes once its budget is spent (None: not a bounded node)."""
@@ -214,10 +225,65 @@ class ReturnNode(Node):
     kind: ClassVar[str] = "return"
 
 
+@dataclass(frozen=True, slots=True)
+class DialTargetSpec:
+    """One entry of a dial node's `to:` list, before its templates are rendered."""
+
+    kind: str  # "phone", "gateway" or "uri" (DialTarget.kind)
+    address: Template  # the extension, the number sent to the gateway, or the SIP URI
+    mark: Mark
+    gateway: str | None = None  # the site's gateway name (kind "gateway")
+    timeout: float | None = None  # overrides the group's ring time
+
+
+@dataclass(frozen=True, slots=True)
+class DialGroupSpec:
+    """Targets that ring at the same time; groups are tried one after the other."""
+
+    targets: tuple[DialTargetSpec, ...]
+    mark: Mark
+    timeout: float | None = None  # overrides the node's ring time for this group
+
+
+DIAL_OUTCOMES = ("next", "busy", "no_answer", "rejected", "failed")  # "next": answered, call ended
+DIAL_VARIABLES = ("dial_outcome", "dial_cause", "dial_talk_ms", "dial_peer")
+
+
+@dataclass
+class DialNode(Node):
+    groups: tuple[DialGroupSpec, ...] = ()
+    timeout: float = 30.0
+    ringback: Template | None = None  # None: the node's `ringback_none` or the Call default
+    ringback_none: bool = False  # `ringback: none`: the caller hears the far end's early media
+    caller_id_number: Template | None = None
+    caller_id_name: Template | None = None
+    gateway_refs: list[Located] = field(default_factory=list)
+    kind: ClassVar[str] = "dial"
+    fallbacks: ClassVar[Mapping[str, str]] = {"busy": "failed", "no_answer": "failed", "rejected": "failed"}
+
+
+PREPAID_OUTCOMES = ("next", "insufficient_funds", "no_rate", "no_account", "bad_pin", "locked")
+PREPAID_VARIABLES = ("prepaid_outcome", "prepaid_max_seconds")
+
+
+@dataclass
+class PrepaidNode(Node):
+    account: Template | None = None
+    destination: Template | None = None
+    pin: Template | None = None
+    kind: ClassVar[str] = "prepaid"
+    # `bad_pin` is required when `pin` is set; without a pin it can only come from an account
+    # that wants one, which is as good as refused.
+    fallbacks: ClassVar[Mapping[str, str]] = {
+        "no_rate": "insufficient_funds", "no_account": "insufficient_funds",
+        "locked": "insufficient_funds", "bad_pin": "insufficient_funds",
+    }
+
+
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
     for cls in (AnswerNode, PlayNode, SayNode, CollectNode, MenuNode, SetNode, RouteNode,
-                TransferNode, HangupNode, GotoNode, CallNode, ReturnNode)
+                TransferNode, HangupNode, GotoNode, CallNode, ReturnNode, DialNode, PrepaidNode)
 }
 
 

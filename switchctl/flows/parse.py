@@ -17,11 +17,18 @@ from typing import Any
 from switchctl.config.yamlsrc import Mark, YList, YMap
 
 from .model import (
+    DIAL_OUTCOMES,
+    DIAL_VARIABLES,
     NODE_TYPES,
+    PREPAID_OUTCOMES,
+    PREPAID_VARIABLES,
     AnswerNode,
     CallNode,
     CollectNode,
     Diagnostic,
+    DialGroupSpec,
+    DialNode,
+    DialTargetSpec,
     Edge,
     Flow,
     GotoNode,
@@ -30,6 +37,7 @@ from .model import (
     MenuNode,
     Node,
     PlayNode,
+    PrepaidNode,
     ReturnNode,
     RouteNode,
     RouteRule,
@@ -82,6 +90,8 @@ NODE_KEYS: dict[str, tuple[str, ...]] = {
     "goto": ("target", "max", "on"),
     "call": ("section", "next"),
     "return": (),
+    "dial": ("to", "sequence", "timeout", "ringback", "caller_id", *DIAL_OUTCOMES),
+    "prepaid": ("account", "destination", "pin", *PREPAID_OUTCOMES),
 }
 RULE_KEYS = ("caller", "destination", "time", "days", "dates", "in_list", "not_in_list",
              "timezone", "next")
@@ -512,16 +522,145 @@ def _return(f: _Fields, node: ReturnNode) -> None:
     pass
 
 
+RING_SECONDS = (1, 600)
+TARGET_KINDS = ("phone", "gateway", "uri")
+URI_SCHEMES = ("sip:", "sips:")
+
+
+def _ring_seconds(f: _Fields, key: str) -> float | None:
+    """A ring time: seconds within RING_SECONDS (None when absent or wrong, reported)."""
+    value = f._raw(key, False)
+    if value is _MISSING:
+        return None
+    low, high = RING_SECONDS
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        f.bad(key, f"a number of seconds ({low} <= s <= {high})")
+        return None
+    return float(value)
+
+
+def _dial_target(f: _Fields, node: DialNode, raw: Any, mark: Mark, what: str) -> DialTargetSpec | None:
+    if not isinstance(raw, YMap):
+        f.error(mark, f"{what} must be a mapping such as {{phone: \"1001\"}}, {{gateway: NAME, number: N}} "
+                      f"or {{uri: \"sip:user@host\"}}, got {_describe(raw)}")
+        return None
+    t = _Fields(f.diags, raw, what, mark)
+    t.check_keys(("phone", "gateway", "number", "uri", "timeout"))
+    kinds = [k for k in TARGET_KINDS if k in raw]
+    if len(kinds) != 1:
+        t.error(mark, f"{what} needs exactly one of 'phone', 'gateway' or 'uri'"
+                      + (f" (has {', '.join(repr(k) for k in kinds)})" if kinds else ""))
+        return None
+    kind = kinds[0]
+    timeout = _ring_seconds(t, "timeout")
+    if kind == "gateway":
+        name = t.text("gateway")
+        number = t.template(node, "number", required=True, allow_number=True)
+        if name is None or number is None:
+            return None
+        node.gateway_refs.append(Located(name, raw.mark_of("gateway")))
+        return DialTargetSpec("gateway", number, raw.mark_of("number"), gateway=name, timeout=timeout)
+    if "number" in raw:
+        t.error(raw.key_mark("number"), f"{what}: 'number' only applies to a 'gateway' target")
+    address = t.template(node, kind, allow_number=kind == "phone")
+    if address is None:
+        return None
+    if kind == "uri" and not address.source.startswith("${") and not address.source.startswith(URI_SCHEMES):
+        t.error(raw.mark_of("uri"), f"{what}: uri '{address.source}' must start with 'sip:' or 'sips:'")
+        return None
+    return DialTargetSpec(kind, address, raw.mark_of(kind), timeout=timeout)
+
+
+def _dial_group(f: _Fields, node: DialNode, raw: Any, mark: Mark, what: str) -> DialGroupSpec | None:
+    """A `to:` list (the node's own, or one step of `sequence:`)."""
+    if not isinstance(raw, YList) or not raw:
+        got = "an empty list" if isinstance(raw, YList) else _describe(raw)
+        f.error(mark, f"{what} must be a non-empty list of targets, got {got}")
+        return None
+    targets = []
+    for i, item in enumerate(raw):
+        target = _dial_target(f, node, item, raw.mark_of(i), f"target {i + 1} of {what}")
+        if target is not None:
+            targets.append(target)
+    return DialGroupSpec(tuple(targets), mark) if len(targets) == len(raw) else None
+
+
+def _dial(f: _Fields, node: DialNode) -> None:
+    has_to, has_sequence = "to" in f.m, "sequence" in f.m
+    if has_to == has_sequence:
+        f.error(f.at, f"{f.what} needs exactly one of 'to' (targets ringing at once) or 'sequence' "
+                      "(groups of targets tried one after the other)")
+    groups: list[DialGroupSpec] = []
+    if has_to:
+        group = _dial_group(f, node, f.m["to"], f.m.mark_of("to"), f"'to' of {f.what}")
+        if group is not None:
+            groups.append(group)
+    elif has_sequence:
+        sequence = f.m["sequence"]
+        if not isinstance(sequence, YList) or not sequence:
+            f.bad("sequence", "a non-empty list of {to: [targets], timeout: seconds}")
+        else:
+            for i, raw in enumerate(sequence):
+                mark = sequence.mark_of(i)
+                what = f"step {i + 1} of the sequence of {f.what}"
+                if not isinstance(raw, YMap):
+                    f.error(mark, f"{what} must be a mapping with 'to' (and optional 'timeout'), got {_describe(raw)}")
+                    continue
+                g = _Fields(f.diags, raw, what, mark)
+                g.check_keys(("to", "timeout"))
+                timeout = _ring_seconds(g, "timeout")
+                if g._raw("to", True) is _MISSING:
+                    continue
+                group = _dial_group(g, node, raw["to"], raw.mark_of("to"), f"'to' of {what}")
+                if group is not None:
+                    groups.append(DialGroupSpec(group.targets, mark, timeout))
+    node.groups = tuple(groups)
+    node.timeout = _ring_seconds(f, "timeout") or node.timeout
+    if "ringback" in f.m:
+        if f.m["ringback"] == "none":
+            node.ringback_none = True
+        else:
+            node.ringback = f.prompt(node, "ringback")
+    if "caller_id" in f.m:
+        cid = f.sub("caller_id", f"caller_id of {f.what}")
+        if cid is not None:
+            cid.check_keys(("number", "name"))
+            node.caller_id_number = cid.template(node, "number", allow_number=True)
+            node.caller_id_name = cid.template(node, "name")
+            if not cid.m:
+                f.error(f.m.mark_of("caller_id"), f"{f.what}: 'caller_id' is empty (give 'number' and/or 'name')")
+    for outcome in DIAL_OUTCOMES:
+        f.edge(node, outcome, outcome, required=outcome == "next")
+    if "failed" not in node.edges and "failed" not in f.m and not f._misspelled("failed"):
+        f.error(f.at, f"{f.what} has no 'failed' branch (busy, no_answer and rejected fall back to it)")
+    node.defines.extend(Located(name, node.mark) for name in DIAL_VARIABLES)
+
+
+def _prepaid(f: _Fields, node: PrepaidNode) -> None:
+    node.account = f.template(node, "account", required=True, allow_number=True)
+    node.destination = f.template(node, "destination", required=True, allow_number=True)
+    node.pin = f.template(node, "pin", allow_number=True)
+    for outcome in PREPAID_OUTCOMES:
+        f.edge(node, outcome, outcome, required=outcome == "next")
+    missing = [o for o in ("insufficient_funds", "bad_pin" if "pin" in f.m else None)
+               if o is not None and o not in f.m and not f._misspelled(o)]
+    for outcome in missing:
+        why = ("no_rate, no_account and locked fall back to it" if outcome == "insufficient_funds"
+               else "required with 'pin'")
+        f.error(f.at, f"{f.what} has no '{outcome}' branch ({why})")
+    node.defines.extend(Located(name, node.mark) for name in PREPAID_VARIABLES)
+
+
 _PARSERS = {
     "answer": _answer, "play": _play, "say": _say, "collect": _collect, "menu": _menu,
     "set": _set, "route": _route, "transfer": _transfer, "hangup": _hangup, "goto": _goto,
-    "call": _call, "return": _return,
+    "call": _call, "return": _return, "dial": _dial, "prepaid": _prepaid,
 }
 
 
 def _generic_edges(diags: list[Diagnostic], raw: YMap, node: Node) -> None:
     """Edges of a node whose type is broken, so one typo does not cascade into 'unreachable'."""
-    for key in ("next", "target", "default", "section"):
+    for key in ("next", "target", "default", "section", *DIAL_OUTCOMES[1:], *PREPAID_OUTCOMES[1:]):
         if isinstance(raw.get(key), str):
             node.edges[key] = Edge(key, raw[key], raw.mark_of(key), key == "section")
     on = raw.get("on")

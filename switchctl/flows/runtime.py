@@ -15,17 +15,31 @@ import datetime as dt
 import logging
 import re
 import zoneinfo
-from pathlib import Path
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from switchctl.switch.call import Call, CallGone, CollectOutcome, CollectSpec, SayKind
+from switchctl.switch.call import (
+    Call,
+    CallGone,
+    CollectOutcome,
+    CollectSpec,
+    DialAnswer,
+    DialOutcome,
+    DialResult,
+    DialSpec,
+    DialTarget,
+    SayKind,
+)
 
+from .check import find_prompt
+from .hooks import Authorization, AuthorizeOutcome, CallBilling, PrepaidRequest
 from .model import (
     AnswerNode,
     CallNode,
     CollectNode,
+    DialNode,
     Flow,
     FlowSet,
     GotoNode,
@@ -33,6 +47,7 @@ from .model import (
     MenuNode,
     Node,
     PlayNode,
+    PrepaidNode,
     ReturnNode,
     RouteNode,
     RouteRule,
@@ -40,7 +55,6 @@ from .model import (
     SetNode,
     TransferNode,
 )
-from .check import find_prompt
 from .template import Ref, Template
 
 log = logging.getLogger("switchctl.flows")
@@ -48,6 +62,7 @@ log = logging.getLogger("switchctl.flows")
 DEFAULT_STEP_LIMIT = 10_000
 DEFAULT_DEPTH_LIMIT = 32
 ERROR_HANGUP_CAUSE = "NORMAL_TEMPORARY_FAILURE"
+NO_TARGET_CAUSE = "INVALID_NUMBER_FORMAT"  # a dial whose targets all rendered empty
 
 
 class FlowRuntimeError(Exception):
@@ -84,6 +99,10 @@ class _Run:
     # menu's invalid or exit sound): one switch application instead of two, and the caller may
     # type ahead. Any other node plays them first.
     lead_in: list[str] = field(default_factory=list)
+    # Billing: the last OK authorization not yet used by a dial, and whether any prepaid node ran
+    # (then every dial must be paid for by an authorization of its own).
+    auth: Authorization | None = None
+    prepaid_ran: bool = False
 
 
 def _utc_now() -> dt.datetime:
@@ -101,8 +120,10 @@ class FlowRunner:
         step_limit: int = DEFAULT_STEP_LIMIT,
         depth_limit: int = DEFAULT_DEPTH_LIMIT,
         sound_dirs: Sequence[Path] = (),
+        billing: CallBilling | None = None,
     ) -> None:
         self.flowset = flowset
+        self.billing = billing  # the prepaid feature; a `prepaid` node without it is a flow error
         # Prompts are written relative to the site's sound folders; the switch needs a path it
         # can open. Resolved once per distinct prompt (the check proved static ones exist).
         self.sound_dirs = tuple(Path(d) for d in sound_dirs)
@@ -144,6 +165,8 @@ class FlowRunner:
             trace.error = f"{run.flow.name}/{where}: {type(exc).__name__}: {exc}"
             run.result, run.cause = "error", ERROR_HANGUP_CAUSE
             await self._hangup_after_error(call, where)
+        finally:
+            await self._release_unused(run, where)
         trace.result = run.result
         trace.cause = run.cause
         trace.variables = dict(run.variables)
@@ -157,11 +180,21 @@ class FlowRunner:
         except Exception:  # noqa: BLE001 - already failing; record and give up on this call
             log.exception("hangup after a flow error failed", extra={"call": call.uuid, "node": where})
 
+    async def _release_unused(self, run: _Run, where: str) -> None:
+        """Give back the reservation of an authorization no dial used (however the run ended)."""
+        auth, run.auth = run.auth, None
+        if auth is None or self.billing is None:
+            return
+        try:
+            await self.billing.release(run.call, auth)
+        except Exception:  # noqa: BLE001 - the run is over; the feature must learn of it, not the caller
+            log.exception("releasing authorization %s failed", auth.ref, extra={"call": run.call.uuid, "node": where})
+
     def _successor(self, run: _Run, flow: Flow, node: Node, outcome: str) -> str:
         if run.jump is not None:  # a transfer to a flow or a return chose the next node itself
             target, run.jump = run.jump, None
             return target
-        edge = node.edges.get(outcome)
+        edge = node.edge_for(outcome)
         if edge is None:
             raise FlowRuntimeError(f"{node.kind} '{node.id}' has no branch for outcome '{outcome}'")
         if isinstance(node, CallNode):
@@ -253,6 +286,10 @@ class FlowRunner:
                 if run.visits[(run.flow.name, node.id)] > node.max:
                     return "exhausted"
             return "target"
+        if isinstance(node, DialNode):
+            return await self._dial(run, node)
+        if isinstance(node, PrepaidNode):
+            return await self._prepaid(run, node)
         if isinstance(node, CallNode):
             return "section"
         if isinstance(node, ReturnNode):
@@ -416,3 +453,92 @@ class FlowRunner:
         await run.call.transfer(self._render(run, node.extension), context)
         run.result = "transferred"
         return "transferred"
+
+    # -- dial and prepaid -----------------------------------------------------------------------
+
+    def _dial_spec(self, run: _Run, node: DialNode) -> DialSpec:
+        groups = []
+        for group in node.groups:
+            targets = []
+            for spec in group.targets:
+                address = self._render(run, spec.address).strip()
+                if not address:
+                    continue  # e.g. `${var.mobile}` when the caller has none: skip, ring the rest
+                if spec.kind == "uri" and not address.startswith(("sip:", "sips:")):
+                    log.warning("dial %s: skipping target %r, not a sip: or sips: URI", node.id, address,
+                                extra={"call": run.call.uuid, "node": node.id})
+                    continue
+                timeout = spec.timeout if spec.timeout is not None else group.timeout
+                targets.append(DialTarget(spec.kind, address, spec.gateway, timeout))
+            if targets:
+                groups.append(tuple(targets))
+        cid_number = self._render(run, node.caller_id_number) if node.caller_id_number else None
+        cid_name = self._render(run, node.caller_id_name) if node.caller_id_name else None
+        spec = DialSpec(groups=tuple(groups), timeout=node.timeout,
+                        caller_id_number=cid_number or None, caller_id_name=cid_name or None)
+        if node.ringback_none:
+            spec = replace(spec, ringback=None)
+        elif node.ringback is not None:
+            spec = replace(spec, ringback=self._prompt(run, node.ringback))
+        return spec  # else the Call contract's default ringback tone
+
+    async def _dial(self, run: _Run, node: DialNode) -> str:
+        spec = self._dial_spec(run, node)
+        auth, run.auth = run.auth, None  # an authorization pays for one dial, whatever happens
+        if auth is None and run.prepaid_ran:
+            raise FlowRuntimeError(f"dial '{node.id}': the last prepaid authorization was refused or already "
+                                   "used by a dial; a paid dial needs a prepaid node of its own")
+        if auth is not None:
+            billing = self.billing
+            assert billing is not None  # a prepaid node only authorizes with billing configured
+            call = run.call
+
+            async def on_answer(answer: DialAnswer) -> None:
+                await billing.on_answer(call, auth, answer)
+
+            spec = replace(spec, variables={**auth.dial_variables}, on_answer=on_answer)
+        result: DialResult | None = None
+        try:
+            if spec.groups:
+                result = await run.call.dial(spec)
+            else:
+                result = DialResult(DialOutcome.FAILED, NO_TARGET_CAUSE)
+        finally:
+            if auth is not None:
+                assert self.billing is not None
+                await self.billing.on_dial_end(run.call, auth, result)
+        assert result is not None
+        run.variables.update(
+            dial_outcome=result.outcome.value,
+            dial_cause=result.cause,
+            dial_talk_ms=str(result.talk_us // 1000),
+            dial_peer=result.peer_uuid or "",
+        )
+        if result.outcome is DialOutcome.ANSWERED:
+            if result.caller_hung_up:  # the caller ended the bridge: nothing more to run
+                run.result, run.cause = "caller_hangup", result.cause
+                return "caller_hangup"
+            return "next"
+        return result.outcome.value
+
+    async def _prepaid(self, run: _Run, node: PrepaidNode) -> str:
+        if self.billing is None:
+            raise FlowRuntimeError(f"prepaid '{node.id}': no billing is configured for this controller "
+                                   "(FlowRunner(billing=...)), so no call can be authorized")
+        assert node.account is not None and node.destination is not None
+        request = PrepaidRequest(
+            account=self._render(run, node.account),
+            destination=self._render(run, node.destination),
+            pin=self._render(run, node.pin) if node.pin is not None else None,
+        )
+        if run.auth is not None:  # authorized again before dialling: the older one is not needed
+            await self._release_unused(run, node.id)
+        run.prepaid_ran = True
+        auth = await self.billing.authorize(run.call, request)
+        if auth.outcome is AuthorizeOutcome.OK:
+            run.auth = auth
+        run.variables.update(
+            prepaid_outcome="ok" if auth.outcome is AuthorizeOutcome.OK else auth.outcome.value,
+            prepaid_max_seconds=str(auth.max_seconds if auth.outcome is AuthorizeOutcome.OK else 0),
+        )
+        return auth.outcome.value
