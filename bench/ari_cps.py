@@ -11,7 +11,10 @@ of the same private Asterisk, measured alternately at every rate step:
 
 Per step: calls placed, failed (sipp's failed calls + the driver's own failures), achieved calls/s
 (StasisStarts per second the driver saw), the driver's CPU per call (getrusage in its process) and
-Asterisk's. A series stops at its first step with failures. Everything is on 127.0.0.1: a PRIVATE
+Asterisk's, WebSocket events the driver read per call, ChannelDestroyed events per switchctl call
+(1.00 proves the one `channel:` subscription delivers them), and the OTHER driver's CPU during the
+step per call (switchctl, subscribed to every channel, also reads the baseline's calls' events).
+A series stops at its first step that is not sustained. Everything is on 127.0.0.1: a PRIVATE
 Asterisk (the project's chroot, tools/asterisk-setup.sh, but its own config folder, state folder,
 ARI/SIP ports and a wide RTP range) so the shared Asterisk on 8088/5060 is never touched. Needs root
 (chroot), sipp on the host. Each step is <= 2,000 calls; the whole run stops starting steps after
@@ -60,6 +63,9 @@ MAX_CALLS_PER_STEP = 2000
 # A step is sustained when no call failed and the calls really came at (nearly) the offered rate:
 # on 2 cores a starved sipp/Asterisk places calls late rather than failing them.
 SUSTAINED_SHARE = 0.95
+# --disallow: event types switchctl's app filters out on top of the backend's UNUSED_EVENTS (an A/B
+# knob for measuring what a type costs; set before the drivers fork, so they inherit it).
+EXTRA_DISALLOWED: tuple[str, ...] = ()
 
 
 def cpu_seconds() -> float:
@@ -321,6 +327,8 @@ class Counters:
     started: list[float] = field(default_factory=list)  # monotonic time of each StasisStart
     finished: int = 0
     failed: int = 0
+    events: int = 0  # WebSocket frames the driver read (its own calls' and, subscribed, others')
+    destroyed: int = 0  # ChannelDestroyed events of the driver's own calls
 
 
 async def _driver_main(pipe, kind: str, ari_url: str, site_path: str) -> None:
@@ -337,7 +345,8 @@ async def _driver_main(pipe, kind: str, ari_url: str, site_path: str) -> None:
         command = pipe.recv()
         if command == "snapshot":
             pipe.send({"cpu": cpu_seconds(), "started": list(counters.started),
-                       "finished": counters.finished, "failed": counters.failed})
+                       "finished": counters.finished, "failed": counters.failed,
+                       "events": counters.events, "destroyed": counters.destroyed})
             counters.started.clear()
         elif command == "stop":
             done.set()
@@ -363,10 +372,27 @@ async def _start_switchctl(site_path: str, counters: Counters):
             counters.started.append(time.monotonic())
             await super().handle_asterisk_call(call, switch_name)
 
+    if EXTRA_DISALLOWED:
+        from switchctl.switch import asterisk
+
+        asterisk.UNUSED_EVENTS = (*asterisk.UNUSED_EVENTS, *EXTRA_DISALLOWED)
     controller = CountingController(site, report.flows)
     await controller.start()
     switch = controller.asterisks["ast"]
     await switch.wait_connected(10)
+    ours: set[str] = set()
+
+    def count(event) -> None:
+        # Proof on the real Asterisk that the one `channel:` subscription delivers every call's
+        # ChannelDestroyed (without it an inbound channel's last event is StasisEnd).
+        counters.events += 1
+        if event.type == "StasisStart":
+            ours.add(event.channel.id)
+        elif event.type == "ChannelDestroyed" and event.channel.id in ours:
+            ours.discard(event.channel.id)
+            counters.destroyed += 1
+
+    switch.stream.add_handler(count)
 
     # Controller.stats is the controller's own view: finished/failed calls.
     async def stop() -> None:
@@ -420,6 +446,7 @@ async def _start_baseline(ari_url: str, counters: Counters):
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
+            counters.events += 1
             event = msg.json()
             if event.get("type") == "StasisStart":
                 counters.started.append(time.monotonic())
@@ -461,6 +488,9 @@ class Row:
     achieved_cps: float = 0.0
     cpu_ms_per_call: float = float("nan")
     asterisk_ms_per_call: float = float("nan")
+    events_per_call: float = float("nan")
+    destroyed_per_call: float = float("nan")  # switchctl only: ChannelDestroyed of its calls
+    other_ms_per_call: float = float("nan")  # the OTHER driver's CPU during this step, per call
     wall_s: float = 0.0
     note: str = ""
 
@@ -486,7 +516,7 @@ def sipp_counts(stat_file: Path) -> tuple[int, int, int]:
 
 
 async def run_step(who: str, number: str, rate: float, calls: int, pipe, ast: PrivateAsterisk,
-                   workdir: Path) -> Row:
+                   workdir: Path, other=None) -> Row:
     row = Row(who, rate, calls)
     stat = workdir / f"{who}-{rate:g}.csv"
     errors = workdir / f"{who}-{rate:g}-errors.log"
@@ -501,6 +531,7 @@ async def run_step(who: str, number: str, rate: float, calls: int, pipe, ast: Pr
            f"127.0.0.1:{ast.sip_port}"]
     pipe.send("snapshot")
     before = pipe.recv()
+    other_before = _snapshot(other)
     ast_before = ast.cpu_seconds()
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
@@ -517,6 +548,7 @@ async def run_step(who: str, number: str, rate: float, calls: int, pipe, ast: Pr
     await asyncio.sleep(0.3)
     pipe.send("snapshot")
     after = pipe.recv()
+    other_after = _snapshot(other)
     ast_cpu = ast.cpu_seconds() - ast_before
     row.placed, row.ok, sipp_failed = sipp_counts(stat)
     driver_failed = after["failed"] - before["failed"]
@@ -527,6 +559,11 @@ async def run_step(who: str, number: str, rate: float, calls: int, pipe, ast: Pr
     handled = max(len(starts), 1)
     row.cpu_ms_per_call = 1000 * (after["cpu"] - before["cpu"]) / handled
     row.asterisk_ms_per_call = 1000 * ast_cpu / handled
+    row.events_per_call = (after["events"] - before["events"]) / handled
+    if who == "switchctl":
+        row.destroyed_per_call = (after["destroyed"] - before["destroyed"]) / handled
+    if other_before and other_after:
+        row.other_ms_per_call = 1000 * (other_after["cpu"] - other_before["cpu"]) / handled
     if sipp_failed and not row.note:
         row.note = f"sipp: {sipp_failed} failed (see {errors})"
     if driver_failed:
@@ -534,6 +571,13 @@ async def run_step(who: str, number: str, rate: float, calls: int, pipe, ast: Pr
     if not row.failed and not row.sustained:
         row.note = (row.note + "; " if row.note else "") + "calls came late: rate not sustained"
     return row
+
+
+def _snapshot(pipe) -> dict | None:
+    if pipe is None:
+        return None
+    pipe.send("snapshot")
+    return pipe.recv()
 
 
 async def _wait_no_channels(ast: PrivateAsterisk, timeout: float) -> None:
@@ -561,10 +605,12 @@ async def main_async(args, ast: PrivateAsterisk, drivers: dict, workdir: Path) -
                 print(f"ari_cps: time budget ({args.budget:g} s) reached; {who} at {rate:g} calls/s skipped")
                 alive[who] = False
                 continue
-            row = await run_step(who, numbers[who], rate, calls, drivers[who], ast, workdir)
+            other = drivers["switchctl" if who == "baseline" else "baseline"]
+            row = await run_step(who, numbers[who], rate, calls, drivers[who], ast, workdir, other)
             rows.append(row)
             print(f"  {who:<9} {rate:>5g}/s: {row.ok}/{calls} ok, {row.failed} failed, "
-                  f"{row.achieved_cps:.1f} cps, {row.cpu_ms_per_call:.2f} ms CPU/call {row.note}", flush=True)
+                  f"{row.achieved_cps:.1f} cps, {row.cpu_ms_per_call:.2f} ms CPU/call, "
+                  f"{row.events_per_call:.1f} events/call {row.note}", flush=True)
             if not row.sustained:
                 alive[who] = False
         if not any(alive.values()):
@@ -576,10 +622,13 @@ def report(rows: list[Row], args, total_s: float) -> None:
     print(f"\nari_cps: Asterisk 22 (private, chroot), sipp UAC, call = answer + 2 s tone + hangup; "
           f"{args.seconds:g} s of calls per step (<= {MAX_CALLS_PER_STEP}); run took {total_s:.0f} s")
     print(f"{'who':<10} {'rate':>5} {'calls':>6} {'ok':>6} {'failed':>6} {'achieved cps':>12} "
-          f"{'CPU ms/call':>11} {'Asterisk ms/call':>16}  sustained")
+          f"{'CPU ms/call':>11} {'Asterisk ms/call':>16} {'events/call':>11} {'destroyed/call':>14} "
+          f"{'other driver ms/call':>20}  sustained")
     for row in rows:
+        destroyed = "-" if row.destroyed_per_call != row.destroyed_per_call else f"{row.destroyed_per_call:.2f}"
         print(f"{row.who:<10} {row.rate:>5g} {row.calls:>6} {row.ok:>6} {row.failed:>6} {row.achieved_cps:>12.1f} "
-              f"{row.cpu_ms_per_call:>11.2f} {row.asterisk_ms_per_call:>16.2f}  {'yes' if row.sustained else 'no'}")
+              f"{row.cpu_ms_per_call:>11.2f} {row.asterisk_ms_per_call:>16.2f} {row.events_per_call:>11.1f} "
+              f"{destroyed:>14} {row.other_ms_per_call:>20.2f}  {'yes' if row.sustained else 'no'}")
     by = {(r.who, r.rate): r for r in rows}
     for rate in args.rates:
         base, ours = by.get(("baseline", rate)), by.get(("switchctl", rate))
@@ -611,8 +660,12 @@ def main() -> int:
                         help="seconds of calls per step (calls = rate x seconds, at most 2,000)")
     parser.add_argument("--budget", type=float, default=540.0, help="no step starts after this many seconds")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (sipp stats, Asterisk log)")
+    parser.add_argument("--disallow", default="", help="comma-separated event types switchctl's app also filters "
+                        "out (A/B measurement, e.g. ChannelVarset; changes what the backend sees)")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]
+    global EXTRA_DISALLOWED
+    EXTRA_DISALLOWED = tuple(t for t in args.disallow.split(",") if t)
     if os.geteuid() != 0:
         parser.error("needs root: the private Asterisk runs in the project's chroot")
     if shutil.which("sipp") is None:

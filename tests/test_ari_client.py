@@ -288,3 +288,57 @@ async def test_base_url_forms() -> None:
     assert str(a.root) == str(b.root) == "http://127.0.0.1:8088/ari"
     assert str(a.events_url(subscribe_all=True)) == "ws://127.0.0.1:8088/ari/events?app=demo&subscribeAll=true"
     await asyncio.gather(a.close(), b.close())
+
+
+@pytest.mark.parametrize("value", [
+    "a b&c=d+e", "tone:!440/2000", "sound:a,sound:b", "PJSIP/sip:1000@127.0.0.1:5060", "50% ;#?/é",
+    "tone:ring;tonezone=us", "",
+])
+async def test_query_values_reach_the_server_exactly(fake: FakeAri, client: AriClient, value: str) -> None:
+    # The client encodes the query itself (the fast path): whatever it keeps unquoted or quotes,
+    # the server must decode the very same value.
+    fake.route("POST", "/channels/c1/variable", 204)
+    await client.set_variable("c1", "CALLERID(name)", value)
+    assert dict(fake.requests[-1][2]) == {"variable": "CALLERID(name)", "value": value}
+
+
+async def test_empty_body_is_none_json_body_is_decoded_and_bad_json_is_a_protocol_error(
+    fake: FakeAri, client: AriClient
+) -> None:
+    fake.route("POST", "/channels/c1/answer", 204)
+    assert await client.request("POST", "/channels/c1/answer") is None
+    fake.route("GET", "/asterisk/ping", 200, {"ping": "pong", "timestamp": "2026-11-25T17:22:10.431+0000"})
+    assert (await client.ping()).ping == "pong"
+    fake.route("GET", "/asterisk/info", 200, "{not json")
+    with pytest.raises(e.AriProtocolError, match=r"GET /asterisk/info -> 200: not JSON"):
+        await client.info()
+    fake.route("GET", "/asterisk/info", 503, "<html>busy</html>")
+    with pytest.raises(e.AriServerError, match="<html>busy</html>"):
+        await client.info()
+
+
+async def test_headers_are_shared_and_content_type_only_when_a_body_is_sent(fake: FakeAri, client: AriClient) -> None:
+    fake.route("POST", "/channels", 200, _capture("rest_originate_pjsip.json"))
+    await client.originate("PJSIP/sipp", variables={"A": "1"})
+    await client.originate("PJSIP/sipp")
+    assert client.auth_headers == {"Authorization": client.auth_headers["Authorization"]}  # never grows
+    assert fake.requests[-2][3] and not fake.requests[-1][3]
+
+
+async def test_timeout_can_be_changed_after_construction(fake: FakeAri, client: AriClient) -> None:
+    fake.route("GET", "/asterisk/info", 200, "{}", delay=0.5)
+    client.timeout = 0.1
+    assert client.timeout == 0.1
+    with pytest.raises(e.AriTimeout, match="within 0.1 s"):
+        await client.info()
+
+
+async def test_event_filter_body_follows_the_api(fake: FakeAri, client: AriClient) -> None:
+    fake.route("PUT", "/applications/demo/eventFilter", 200, _capture("rest_app_subscribe_channel.json"))
+    await client.set_event_filter(allowed=["StasisStart"], disallowed=["ChannelVarset", "ChannelDialplan"])
+    assert json.loads(fake.requests[-1][3]) == {
+        "allowed": [{"type": "StasisStart"}], "disallowed": [{"type": "ChannelVarset"}, {"type": "ChannelDialplan"}]}
+    await client.set_event_filter(disallowed=[])  # clears only the disallowed list
+    assert json.loads(fake.requests[-1][3]) == {"disallowed": []}
+    await client.set_event_filter()  # both None: Asterisk clears both
+    assert json.loads(fake.requests[-1][3]) == {}

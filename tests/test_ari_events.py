@@ -266,3 +266,89 @@ async def test_queue_overflow_drops_and_counts(fake: FakeAri) -> None:
         gate.set()
         await _until(lambda: stream.pending == 0)
     assert stream.dropped > 0 and stream.dispatched + stream.dropped == 30
+
+
+async def test_event_sources_are_subscribed_before_each_snapshot_and_again_after_a_reconnect(fake: FakeAri) -> None:
+    app_body = (ARI_CAPTURES / "rest_app_subscribe_channel.json").read_text()
+    fake.route("POST", "/applications/demo/subscription", 200, app_body)
+    async with _client(fake) as client, _stream(client, event_sources=["channel:"]) as stream:
+        await stream.wait_connected(5)
+        await fake.next_socket()
+        await fake.drop()
+        await fake.next_socket()
+        await _until(lambda: stream.connections == 2)
+    asked = [(method, path, query) for method, path, query, _body in fake.requests]
+    subscribes = [i for i, r in enumerate(asked) if r == ("POST", "/applications/demo/subscription", [("eventSource", "channel:")])]
+    assert len(subscribes) == 2
+    for index in subscribes:  # the subscription comes first, then the snapshot's GETs
+        assert {path for _m, path, _q in asked[index + 1:index + 4]} == {"/channels", "/bridges", "/applications/demo"}
+
+
+async def test_a_failed_subscription_fails_the_attempt_and_is_retried(fake: FakeAri) -> None:
+    fake.route("POST", "/applications/demo/subscription", 200, (ARI_CAPTURES / "rest_app_subscribe_channel.json").read_text())
+    fake.route("POST", "/applications/demo/subscription", 500, '{"message":"boom"}')
+    async with _client(fake) as client, _stream(client, event_sources=["channel:"]) as stream:
+        await _until(lambda: fake.ws_attempts >= 2)
+        assert not stream.connected
+        fake.routes.pop()  # the subscription works again
+        await stream.wait_connected(5)
+        assert stream.connections == 1
+
+
+async def test_disallowed_events_are_set_as_the_event_filter_on_each_connect(fake: FakeAri, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="switchctl.ari")
+    fake.route("PUT", "/applications/demo/eventFilter", 404, '{"message":"Resource not found"}')  # refused
+    async with _client(fake) as client, _stream(client, disallowed_events=["ChannelCreated", "ChannelDialplan"]) as stream:
+        await stream.wait_connected(5)  # a refused filter does not stop the stream
+        await fake.next_socket()
+        fake.routes.pop()
+        fake.route("PUT", "/applications/demo/eventFilter", 200, (ARI_CAPTURES / "rest_app_subscribe_channel.json").read_text())
+        await fake.drop()
+        await fake.next_socket()
+        await _until(lambda: stream.connections == 2)
+        await fake.drop()
+        await fake.next_socket()
+        await _until(lambda: stream.connections == 3)
+    filters = [json.loads(body) for method, path, _q, body in fake.requests if path == "/applications/demo/eventFilter"]
+    assert filters == [{"disallowed": [{"type": "ChannelCreated"}, {"type": "ChannelDialplan"}]}] * 3
+    refused = [r for r in caplog.records if "event filter refused" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.INFO
+
+
+async def test_plain_handlers_run_in_the_reader_and_keep_the_order_with_awaitables(fake: FakeAri) -> None:
+    frames = load_frames(SCENARIOS / "01_dtmf/a_digit_spacing/events.jsonl")
+    seen: list[tuple[str, int]] = []
+    dispatch_task: list[asyncio.Task[Any] | None] = []
+
+    def first(event: m.Event) -> None:
+        seen.append(("first", len(seen)))
+        dispatch_task.append(asyncio.current_task())
+        if len(dispatch_task) == 3:
+            raise RuntimeError("a faulty plain handler must not stop the others")
+
+    def returns_awaitable(event: m.Event) -> Any:
+        async def later() -> None:  # a plain function handing back a coroutine: awaited in order
+            await asyncio.sleep(0.001)
+            seen.append(("later", len(seen)))
+        return later() if isinstance(event, m.ChannelDtmfReceived) else None
+
+    def last(event: m.Event) -> None:
+        seen.append(("last", len(seen)))
+
+    async with _client(fake) as client, _stream(client) as stream:
+        for handler in (first, returns_awaitable, last):
+            stream.add_handler(handler)
+        await stream.wait_connected(5)
+        sock = await fake.next_socket()
+        await fake.push(sock, *frames)
+        await _until(lambda: stream.dispatched == len(frames))
+        reader = stream._run_task
+    kinds = [k for k, _ in seen]
+    dtmf = sum(1 for f in frames if json.loads(f)["type"] == "ChannelDtmfReceived")
+    assert kinds.count("first") == kinds.count("last") == len(frames) and kinds.count("later") == dtmf
+    # per event: first, (later), last -- never interleaved with the next event's handlers
+    expected: list[str] = []
+    for f in frames:
+        expected += ["first", "later", "last"] if json.loads(f)["type"] == "ChannelDtmfReceived" else ["first", "last"]
+    assert kinds == expected
+    assert reader in dispatch_task  # the shortcut ran (some events were handled by the reader itself)

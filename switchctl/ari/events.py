@@ -7,9 +7,16 @@ Why it is shaped this way (captures 07):
   WebSocket is open, so no event falls between snapshot and stream (some may already be reflected
   in the snapshot: handlers must be idempotent), and it is delivered through the same queue as the
   events, so handlers see: events before the gap, the snapshot, events after.
+- `event_sources` (e.g. `channel:`, every channel) are subscribed, and `disallowed_events` set
+  as the app's eventFilter, on every (re)connect, before the snapshot: an app with no WebSocket
+  and no channel is destroyed with its subscriptions and filter (captures 27). A failed
+  subscription fails that connection attempt like a failed snapshot; a refused filter is only
+  logged (once): it saves work, nothing depends on it.
 - The reader task never awaits a handler: it parses each frame and queues it; one dispatcher task
   calls the handlers, in registration order, one event at a time. A slow handler delays later
-  events (order is the contract) but never the socket. The queue is bounded; past `max_queue`
+  events (order is the contract) but never the socket. Shortcut with the same order: when nothing
+  is queued, the dispatcher is idle and the event's handlers are all plain functions, the reader
+  calls them itself (no task switch per event). The queue is bounded; past `max_queue`
   events are dropped and counted (`dropped`) with one error log per overflow run.
 - Losing the socket logs ONE warning; getting it back logs ONE info; retries in between log at
   debug. Backoff starts at 0.5 s and doubles to 30 s, with +-20 % jitter.
@@ -32,14 +39,14 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from .client import AriClient
-from .errors import AriAuthError, AriError, AriNotFound
+from .errors import AriAuthError, AriError, AriHttpError, AriNotFound
 from .models import Application, AriProtocolError, Bridge, Channel, Event, parse_event
 
 log = logging.getLogger("switchctl.ari")
@@ -63,6 +70,16 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class _Pending:
+    """A plain handler run in the reader returned an awaitable: the dispatcher awaits it, then
+    runs the event's remaining handlers (queued at once, so the order holds)."""
+
+    event: Event
+    awaitable: Any
+    rest: list[Callable[[Event], Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Unreachable:
     """Asterisk's HTTP server refused a connection while the stream was down: nobody listens on
     its port, so the Asterisk that held the channels is not running (killed, crashed, stopped)."""
@@ -79,7 +96,7 @@ class _Registration:
     """A handler: a callable (optionally limited to some event types) or an object whose
     `on_<EventType>` methods are called (python-socketio style), `on_event` catching the rest."""
 
-    __slots__ = ("is_object", "target", "types")
+    __slots__ = ("_by_type", "is_object", "target", "types")
 
     def __init__(self, target: Any, types: frozenset[str]) -> None:
         if isinstance(target, type):
@@ -91,6 +108,17 @@ class _Registration:
             raise TypeError(f"{target!r} is neither callable nor has on_<EventType> methods")
         self.target = target
         self.types = types
+        self._by_type: dict[str, tuple[Callable[[Event], Any] | None, bool]] = {}
+
+    def resolve_for(self, event: Event) -> tuple[Callable[[Event], Any] | None, bool]:
+        """`resolve` and whether the handler is a coroutine function, remembered per event type."""
+        try:
+            return self._by_type[event.type]
+        except KeyError:
+            handler = self.resolve(event)
+            found = (handler, handler is not None and inspect.iscoroutinefunction(handler))
+            self._by_type[event.type] = found
+            return found
 
     def resolve(self, event: Event) -> Callable[[Event], Any] | None:
         if not self.is_object:
@@ -116,6 +144,8 @@ class AriEventStream:
         resync: ResyncCallback | None = None,
         unreachable: UnreachableCallback | None = None,
         subscribe_all: bool = False,
+        event_sources: Sequence[str] = (),
+        disallowed_events: Sequence[str] = (),
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
         heartbeat: float | None = DEFAULT_HEARTBEAT,
@@ -126,13 +156,21 @@ class AriEventStream:
         self.resync = resync
         self.unreachable = unreachable
         self.subscribe_all = subscribe_all
+        # Subscribed again on every (re)connect, before the snapshot: `channel:` (all channels)
+        # makes Asterisk send ChannelDestroyed for every channel, ours included, where a
+        # per-channel subscription would cost one more REST request per call.
+        self.event_sources: tuple[str, ...] = tuple(event_sources)
+        # Event types Asterisk should not send this app (its eventFilter), set on every (re)connect
+        # with the subscriptions: every frame costs a parse and a dispatch, wanted or not.
+        self.disallowed_events: tuple[str, ...] = tuple(disallowed_events)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.heartbeat = heartbeat
         self.max_queue = max_queue
         self._rng = rng
         self._handlers: list[_Registration] = []
-        self._queue: asyncio.Queue[Event | Snapshot | Unreachable | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event | Snapshot | Unreachable | _Pending | None] = asyncio.Queue()
+        self._dispatching = False  # the dispatcher holds an item (maybe awaiting a handler)
         self._connected = asyncio.Event()
         self._finished = asyncio.Event()  # the run loop ended (stop, fatal error or replaced)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -256,6 +294,7 @@ class AriEventStream:
             self._finished.set()
 
     _close_reason = "closed"
+    _filter_refused = False  # Asterisk refused the eventFilter once (logged once)
     _refused = False  # the last attempt could not open a TCP connection at all
     _unreachable_told = False  # an Unreachable notice was queued since the last connection
     _down_since: float | None = None  # when the stream was lost or first failed; None while up
@@ -309,6 +348,24 @@ class AriEventStream:
         log.error("ARI event stream stopped: %s", error, extra={"app": self.client.app})
 
     async def _snapshot(self, reconnected: bool) -> Snapshot:
+        if self.event_sources:
+            # An app left with no WebSocket and no channel is destroyed, subscriptions and all
+            # (captures 27), so this is redone after every (re)connect; before the snapshot, so
+            # nothing falls between what the snapshot shows and what the subscription delivers.
+            await self.client.subscribe(list(self.event_sources))
+        if self.disallowed_events:
+            try:
+                await self.client.set_event_filter(disallowed=self.disallowed_events)
+            except AriAuthError:
+                raise
+            except AriHttpError as exc:
+                # Only an optimisation (Asterisk before 13.26/16.3 has no eventFilter): go on
+                # with every event, and say so once.
+                if not self._filter_refused:
+                    self._filter_refused = True
+                    log.info("ARI event filter refused; receiving every event type: %s", exc,
+                             extra={"app": self.client.app})
+
         async def application() -> Application | None:
             try:
                 return await self.client.get_application()
@@ -347,7 +404,35 @@ class AriEventStream:
                 "ARI application taken over by another WebSocket; this stream stops",
                 extra={"app": self.client.app},
             )
-        self._enqueue(event)
+        if not self._run_inline(event):
+            self._enqueue(event)
+
+    def _run_inline(self, event: Event) -> bool:
+        """Run the event's handlers here, in the reader, when that changes nothing but the cost:
+        nothing is queued, the dispatcher is idle, and every handler is a plain function (they
+        cannot await, so the socket is never held up). The queue hop to the dispatcher task is a
+        task switch per event, a good part of an event's cost (bench/ari_cps.py)."""
+        if self._dispatching or self._dispatch_task is None or self._queue.qsize():
+            return False
+        handlers: list[Callable[[Event], Any]] = []
+        for registration in self._handlers:
+            handler, is_async = registration.resolve_for(event)
+            if handler is None:
+                continue
+            if is_async:
+                return False
+            handlers.append(handler)
+        for index, handler in enumerate(handlers):
+            try:
+                result = handler(event)
+            except Exception:
+                log.exception("ARI %s handler %r failed", event.type, handler)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                self._queue.put_nowait(_Pending(event, result, handlers[index + 1:]))
+                return True
+        self.dispatched += 1
+        return True
 
     def _enqueue(self, item: Event | Snapshot | Unreachable) -> None:
         if self._queue.qsize() >= self.max_queue:
@@ -367,9 +452,18 @@ class AriEventStream:
 
     async def _dispatch(self) -> None:
         while True:
+            self._dispatching = False
             item = await self._queue.get()
+            self._dispatching = True
             if item is None:
                 return
+            if isinstance(item, _Pending):
+                pending = item.awaitable
+                await self._call(lambda _event, pending=pending: pending, item.event, item.event.type)
+                for handler in item.rest:
+                    await self._call(handler, item.event, item.event.type)
+                self.dispatched += 1
+                continue
             if isinstance(item, Snapshot):
                 if self.resync is not None:
                     await self._call(self.resync, item, "resync")
@@ -379,7 +473,7 @@ class AriEventStream:
                     await self._call(self.unreachable, item, "unreachable")
                 continue
             for registration in list(self._handlers):
-                handler = registration.resolve(item)
+                handler, _is_async = registration.resolve_for(item)
                 if handler is not None:
                     await self._call(handler, item, item.type)
             self.dispatched += 1
@@ -387,7 +481,8 @@ class AriEventStream:
     async def _call(self, handler: Callable[[Any], Any], arg: Any, what: str) -> None:
         try:
             result = handler(arg)
-            if inspect.isawaitable(result):
+            # Most handlers are plain functions returning None: skip the (ABC) awaitable check.
+            if result is not None and inspect.isawaitable(result):
                 await result
         except Exception:
             # One faulty handler must not stop the stream or the handlers after it.

@@ -29,16 +29,45 @@ class AriProtocolError(ValueError):
 # Timestamps
 
 
-@dataclass(frozen=True, slots=True)
-class Timestamp:
-    """An ARI time: `text` exactly as sent, `at` parsed (None when the text does not parse)."""
+_UNPARSED: Any = object()
 
-    text: str
-    at: datetime | None
+
+class Timestamp:
+    """An ARI time: `text` exactly as sent, `at` parsed (None when the text does not parse).
+
+    Every event carries one and every channel another, and most handlers never read them, so
+    `at` is parsed on first read (then kept). Read-only; equal when text and time are.
+    """
+
+    __slots__ = ("_at", "text")
+
+    def __init__(self, text: str, at: datetime | None = _UNPARSED) -> None:
+        self.text = text
+        if at is not _UNPARSED:
+            self._at = at
+
+    @property
+    def at(self) -> datetime | None:
+        try:
+            return self._at
+        except AttributeError:
+            self._at = value = parse_time(self.text)
+            return value
 
     @classmethod
     def parse(cls, text: str) -> Timestamp:
-        return cls(text, parse_time(text))
+        return cls(text)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Timestamp):
+            return NotImplemented
+        return self.text == other.text and self.at == other.at
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"Timestamp(text={self.text!r}, at={self.at!r})"
 
 
 _TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
@@ -101,41 +130,101 @@ class DialplanLocation:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class Channel:
     """A channel snapshot. `state` is Asterisk's text: Down, Rsrvd, OffHook, Dialing, Ring,
-    Ringing, Up, Busy, Dialing Offhook, Pre-ring, Unknown."""
+    Ringing, Up, Busy, Dialing Offhook, Pre-ring, Unknown.
 
-    id: str
-    name: str
-    state: str
-    protocol_id: str
-    caller: CallerId
-    connected: CallerId
-    accountcode: str
-    dialplan: DialplanLocation
-    creationtime: Timestamp | None
-    language: str
-    channelvars: Mapping[str, str] | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    Nearly every event carries one, and a call's handlers read little of it (routing reads only
+    `id`), so only `id` is read at once (a channel without one does not parse); the other fields
+    are read from `raw` when first used, the nested ones then kept. Read-only.
+    """
+
+    __slots__ = ("_caller", "_channelvars", "_connected", "_creationtime", "_dialplan", "id", "raw")
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.id = str(raw["id"])
+        self.raw = raw
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Channel:
-        channelvars = data.get("channelvars")
-        return cls(
-            id=str(data["id"]),
-            name=str(data.get("name", "")),
-            state=str(data.get("state", "")),
-            protocol_id=str(data.get("protocol_id", "")),
-            caller=CallerId.parse(data.get("caller")),
-            connected=CallerId.parse(data.get("connected")),
-            accountcode=str(data.get("accountcode", "")),
-            dialplan=DialplanLocation.parse(data.get("dialplan")),
-            creationtime=_ts(data.get("creationtime")),
-            language=str(data.get("language", "")),
-            channelvars=dict(channelvars) if isinstance(channelvars, Mapping) else None,
-            raw=data,
-        )
+        return cls(data)
+
+    @property
+    def name(self) -> str:
+        return str(self.raw.get("name", ""))
+
+    @property
+    def state(self) -> str:
+        return str(self.raw.get("state", ""))
+
+    @property
+    def protocol_id(self) -> str:
+        return str(self.raw.get("protocol_id", ""))
+
+    @property
+    def accountcode(self) -> str:
+        return str(self.raw.get("accountcode", ""))
+
+    @property
+    def language(self) -> str:
+        return str(self.raw.get("language", ""))
+
+    @property
+    def caller(self) -> CallerId:
+        try:
+            return self._caller
+        except AttributeError:
+            self._caller = value = CallerId.parse(self.raw.get("caller"))
+            return value
+
+    @property
+    def connected(self) -> CallerId:
+        try:
+            return self._connected
+        except AttributeError:
+            self._connected = value = CallerId.parse(self.raw.get("connected"))
+            return value
+
+    @property
+    def dialplan(self) -> DialplanLocation:
+        try:
+            return self._dialplan
+        except AttributeError:
+            self._dialplan = value = DialplanLocation.parse(self.raw.get("dialplan"))
+            return value
+
+    @property
+    def creationtime(self) -> Timestamp | None:
+        try:
+            return self._creationtime
+        except AttributeError:
+            self._creationtime = value = _ts(self.raw.get("creationtime"))
+            return value
+
+    @property
+    def channelvars(self) -> Mapping[str, str] | None:
+        """The variables ari.conf's `channelvars` asks for; None when Asterisk sent none."""
+        try:
+            return self._channelvars
+        except AttributeError:
+            found = self.raw.get("channelvars")
+            self._channelvars = value = dict(found) if isinstance(found, Mapping) else None
+            return value
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.id, self.name, self.state, self.protocol_id, self.caller, self.connected, self.accountcode,
+                self.dialplan, self.creationtime, self.language, self.channelvars)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Channel):
+            return NotImplemented
+        return self is other or self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"Channel(id={self.id!r}, name={self.name!r}, state={self.state!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,29 +259,54 @@ class Bridge:
         )
 
 
-@dataclass(frozen=True, slots=True)
 class Playback:
-    """`state`: queued, playing, paused, continuing, done, failed (a hangup), cancelled."""
+    """`state`: queued, playing, paused, continuing, done, failed (a hangup), cancelled.
 
-    id: str
-    media_uri: str
-    target_uri: str
-    state: str
-    language: str = ""
-    next_media_uri: str | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    Like Channel: `id` is read at once (required), the rest from `raw` when used. Read-only."""
+
+    __slots__ = ("id", "raw")
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.id = str(raw["id"])
+        self.raw = raw
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Playback:
-        return cls(
-            id=str(data["id"]),
-            media_uri=str(data.get("media_uri", "")),
-            target_uri=str(data.get("target_uri", "")),
-            state=str(data.get("state", "")),
-            language=str(data.get("language", "")),
-            next_media_uri=data.get("next_media_uri"),
-            raw=data,
-        )
+        return cls(data)
+
+    @property
+    def media_uri(self) -> str:
+        return str(self.raw.get("media_uri", ""))
+
+    @property
+    def target_uri(self) -> str:
+        return str(self.raw.get("target_uri", ""))
+
+    @property
+    def state(self) -> str:
+        return str(self.raw.get("state", ""))
+
+    @property
+    def language(self) -> str:
+        return str(self.raw.get("language", ""))
+
+    @property
+    def next_media_uri(self) -> str | None:
+        return self.raw.get("next_media_uri")
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.id, self.media_uri, self.target_uri, self.state, self.language, self.next_media_uri)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Playback):
+            return NotImplemented
+        return self is other or self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"Playback(id={self.id!r}, media_uri={self.media_uri!r}, state={self.state!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -734,8 +848,8 @@ def parse_event(message: str | bytes | Mapping[str, Any]) -> Event:
     Raises AriProtocolError only when the frame is not a JSON object; anything else parses,
     unknown or malformed types into `UnknownEvent`.
     """
-    data = decode_json(message) if isinstance(message, (str, bytes)) else message
-    if not isinstance(data, Mapping):
+    data = decode_json(message) if type(message) is str or isinstance(message, (str, bytes)) else message
+    if type(data) is not dict and not isinstance(data, Mapping):  # dict first: no ABC check per event
         raise AriProtocolError(f"an ARI event is a JSON object, got {type(data).__name__}")
     etype = str(data.get("type", ""))
     common: dict[str, Any] = {
