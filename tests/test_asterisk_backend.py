@@ -258,11 +258,13 @@ def test_prompts_become_one_media_list_tones_and_silences() -> None:
 # ------------------------------------------------------------------------------------------ calls
 
 
-async def test_stasis_start_gives_a_call_with_its_info_and_a_channel_subscription(rig: Rig) -> None:
+async def test_stasis_start_gives_a_call_with_its_info_under_the_all_channels_subscription(rig: Rig) -> None:
     call = await rig.call("c1", exten="9001", caller="5550123")
     assert (call.uuid, call.info.destination, call.info.caller_number, call.info.switch) == ("c1", "9001", "5550123", "ast1")
     assert call.context == "from-loopback" and not call.info.answered
-    assert ("POST", "/applications/switchctl/subscription", {"eventSource": "channel:c1"}) in rig.fake.calls_log
+    # One subscription to every channel at connect, none per call (bench ari_cps: a 5th request).
+    assert ("POST", "/applications/switchctl/subscription", {"eventSource": "channel:"}) in rig.fake.calls_log
+    assert ("POST", "/applications/switchctl/subscription", {"eventSource": "channel:c1"}) not in rig.fake.calls_log
     await call.answer()
     assert call.info.answered and len(rig.requests("c1", "answer")) == 1
     await call.answer()  # already up: no second request

@@ -75,7 +75,7 @@ def test_pjsip_has_one_endpoint_aor_auth_per_phone(site: Site) -> None:
     for s in sections:
         by_type.setdefault(str(s.get("type")), {})[s.name] = s
     phones = {p.extension for p in site.phones}
-    assert set(by_type["endpoint"]) == phones | {"upstream", "sipp"}
+    assert set(by_type["endpoint"]) == phones | {"upstream", "sipp", "switchctl-uri"}  # uri dial targets
     assert set(by_type["aor"]) == phones | {"upstream", "sipp"}
     assert set(by_type["auth"]) == {f"{e}-auth" for e in phones}
     booth = by_type["endpoint"]["1001"]
@@ -229,3 +229,10 @@ def test_write_tree_prunes_into_a_folder(site: Site, tmp_path: Path) -> None:
     (out / "stale.conf").write_text("x")
     write_tree(render_asterisk(site), out, prune=True)
     assert sorted(p.name for p in out.iterdir()) == sorted(render_asterisk(site))
+
+
+def test_the_uri_endpoint_name_is_the_one_the_dialer_uses() -> None:
+    from switchctl.render.asterisk import URI_ENDPOINT as rendered
+    from switchctl.switch.asterisk_dial import URI_ENDPOINT as dialled
+
+    assert rendered == dialled

@@ -82,7 +82,10 @@ LOOPBACK_ENDPOINT = "sipp"  # the name tools/asterisk-setup.sh's default config 
 LOOPBACK_IP = "127.0.0.1"
 LOOPBACK_UAS_PORT = 5080  # where `PJSIP/sipp` without a URI rings (a sipp UAS in the tests)
 # Section names the pjsip.conf template uses itself: a gateway may not take them.
-_RESERVED_ENDPOINTS = frozenset({LOOPBACK_ENDPOINT, "global", "system", "transport-udp"})
+# `switchctl-uri` is the endpoint SIP-URI dial targets go out through (switch/asterisk_dial.py
+# URI_ENDPOINT; a test keeps the two equal).
+URI_ENDPOINT = "switchctl-uri"
+_RESERVED_ENDPOINTS = frozenset({LOOPBACK_ENDPOINT, URI_ENDPOINT, "global", "system", "transport-udp"})
 
 CDR_CUSTOM_FILE = "switchctl.csv"  # in <astlogdir>/cdr-custom/
 CDR_CUSTOM_FIELDS = (

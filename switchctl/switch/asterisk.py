@@ -1,13 +1,16 @@
 """The Asterisk backend: a `Call` driven over ARI (REST + one event WebSocket per Asterisk).
 
 One `AsteriskSwitch` per Asterisk owns the `AriClient` and the `AriEventStream`. Every StasisStart
-becomes an `AsteriskCall` whose flow runs in its own task; the stream's dispatcher only routes
+(except a dial's outgoing legs, whose events go to the dial: asterisk_dial.py) becomes an
+`AsteriskCall` whose flow runs in its own task; the stream's dispatcher only routes
 events (by channel id, in order) to the call's `on_<Event>` methods, which never await.
 
 How Asterisk 22 really behaves, and what this module does about it (captures
 asterisk-scenarios/README.md, numbered points there):
 - Inbound channels deliver ChannelDestroyed (the only event with the Q.850 cause) only when the
-  app subscribed to the channel (9), so each call subscribes first.
+  app subscribed to the channel (9). The stream subscribes to every channel (`channel:`) on each
+  (re)connect instead of once per call (one REST request less a call); events of channels that
+  are not our calls are dropped by the routing.
 - `ChannelHangupRequest` with `soft: true` carries an internal flag, not a cause (1); a remote
   BYE without Reason ends with cause 0 "Unknown" (2), read as NORMAL_CLEARING by fs_cause_name.
 - A hangup during a playback first finishes the playback as `failed`, then StasisEnd (12, 3): a
@@ -61,17 +64,18 @@ from ..ari.models import (
     ChannelEvent,
     ChannelHangupRequest,
     ChannelStateChange,
-    ChannelVarset,
     Event,
     PlaybackEvent,
     PlaybackFinished,
     StasisEnd,
     StasisStart,
 )
+from .asterisk_dial import DIAL_LEG_ARG, Dialer, DialLeg, timestamp_us
 from .asterisk_media import (
     MediaError,
     MediaList,
     Segment,
+    Silence,
     SoundUri,
     Tone,
     prompt_segments,
@@ -108,6 +112,18 @@ STOP_CONFIRM_S = 2.0
 # TIMEOUT(absolute) fires on Asterisk's scheduler: accept its hangup this early as ours.
 TIMEOUT_EARLY_S = 0.5
 
+# The event source subscribed on every (re)connect: every channel, so ChannelDestroyed comes for
+# inbound calls too (captures 9) without a subscription request per call.
+ALL_CHANNELS = "channel:"
+# Event types no handler here or in asterisk_dial.py reads, which Asterisk then does not send
+# (the app's eventFilter, set on every reconnect): with every channel subscribed they are ~2 of a
+# call's ~18 frames, and the same again for each channel that is not ours. Reading one of them
+# in a handler means removing it here (tests/test_ari_switch_subscription.py checks).
+# Variable-set events are half of a call's frames (SIPDOMAIN, STASISSTATUS x2, RTPAUDIOQOS x5: bench
+# ari_cps): a live call's variables are read from the switch (get_variable), and after the hangup
+# only the ones switchctl set are known, which is all any feature reads.
+UNUSED_EVENTS = ("ChannelCreated", "ChannelDialplan", "ChannelConnectedLine", "ChannelCallerId",
+                 "ChannelTalkingStarted", "ChannelTalkingFinished", "ChannelVarset")
 LOST_CAUSE = "NORMAL_CLEARING"  # see AsteriskSwitch._resync
 SWITCH_LOST_CAUSE = "SWITCH_CONNECTION_LOST"  # Asterisk itself is gone (refused connections)
 _VAR_NAME = re.compile(r"[A-Za-z0-9_.\-]+(\([A-Za-z0-9_,.\-]*\))?")
@@ -133,8 +149,14 @@ class AsteriskCall(Call):
         sound_uri: SoundUri,
         context: str = "",
         language: str = "en",
+        legs: dict[str, DialLeg] | None = None,
     ) -> None:
         self.client = client
+        # The switch's registry of outgoing dial legs (channel id -> leg): a dial registers its
+        # legs here so the switch routes their events to it (asterisk_dial.py).
+        self.legs: dict[str, DialLeg] = legs if legs is not None else {}
+        self._dialer: Dialer | None = None  # the running dial, if any
+        self.ended_at_us = 0  # the switch's time of this channel's first hangup event (µs)
         self.info = info
         self.sound_uri = sound_uri
         self.context = context  # where transfer() continues by default: the context we came from
@@ -156,6 +178,7 @@ class AsteriskCall(Call):
         self._timeout_at: float | None = None  # monotonic time TIMEOUT(absolute) fires
         self._timeout_cause = "ALLOTTED_TIMEOUT"
         self._destroy_timer: asyncio.TimerHandle | None = None
+        self._announcements: set[asyncio.Task[None]] = set()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -227,17 +250,18 @@ class AsteriskCall(Call):
         if playback is not None and not playback.done.done():
             playback.done.set_result(event.playback.state)
 
+    def _mark_end(self, event: Event) -> None:
+        if not self.ended_at_us:
+            self.ended_at_us = timestamp_us(event.timestamp)
+
     def on_ChannelHangupRequest(self, event: ChannelHangupRequest) -> None:
+        self._mark_end(event)
         # A soft request with cause 32 is our own DELETE; the cause is an internal flag (captures 1).
         if event.soft:
             return
         self._hangup_requested = True
         if event.cause is not None:
             self._hangup_request_cause = event.cause
-
-    def on_ChannelVarset(self, event: ChannelVarset) -> None:
-        if event.variable and not event.variable.endswith(")"):
-            self.info.variables[event.variable] = event.value
 
     def on_StasisEnd(self, event: StasisEnd) -> None:
         self._left.set()
@@ -250,6 +274,7 @@ class AsteriskCall(Call):
             self._destroy_timer = loop.call_later(DESTROY_GRACE_S, self.lost)
 
     def on_ChannelDestroyed(self, event: ChannelDestroyed) -> None:
+        self._mark_end(event)
         self._left.set()
         if self._our_hangup is not None:
             cause = self._our_hangup
@@ -470,11 +495,66 @@ class AsteriskCall(Call):
             timeout = spec.inter_digit_timeout
         return _outcome(spec, digits, terminator)
 
-    async def dial(self, spec: DialSpec) -> DialResult:  # INTERIM: replaced by the dial work
-        raise CallError("dial is not implemented on this backend yet")
+    async def dial(self, spec: DialSpec) -> DialResult:
+        """Outgoing legs into our app, ringing on our own timers, the first answer bridged with
+        this channel in a mixing bridge (asterisk_dial.py says how and why)."""
+        self._check()
+        if self._dialer is not None:
+            raise CallError("dial: this call is already dialing")
+        dialer = Dialer(self, spec)
+        self._dialer = dialer
+        try:
+            return await dialer.run()
+        finally:
+            self._dialer = None
 
-    async def announce(self, prompt: str) -> None:  # INTERIM: replaced by the dial work
-        raise CallError("announce is not implemented on this backend yet")
+    async def announce(self, prompt: str) -> None:
+        """Play `prompt` on this channel only. In a bridge, Asterisk plays a channel's playback to
+        that channel alone (the bridge goes on for the other party); returns once the first
+        playback was accepted, the rest (tones, silences) runs in the background."""
+        self._check()
+        segments = self._segments([prompt])
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._announce(segments, started), name=f"announce-{self.uuid}")
+        self._announcements.add(task)
+        task.add_done_callback(self._announcements.discard)
+        await asyncio.shield(started)
+
+    async def _announce(self, segments: Sequence[Segment], started: asyncio.Future[None]) -> None:
+        try:
+            for segment in segments:
+                if isinstance(segment, Silence):
+                    if not started.done():
+                        started.set_result(None)
+                    await asyncio.sleep(segment.seconds)
+                    continue
+                if isinstance(segment, MediaList):
+                    media: str | list[str] = segment.uris[0] if len(segment.uris) == 1 else list(segment.uris)
+                else:
+                    media = segment.uri
+                playback = await self._start_playback(media)
+                if not started.done():
+                    started.set_result(None)
+                try:
+                    if isinstance(segment, Tone):
+                        await self._until(asyncio.sleep(segment.seconds), segment.seconds + 1, "announce")
+                    else:
+                        await self._until(asyncio.shield(playback.done), None, "announce")
+                finally:
+                    self._playbacks.pop(playback.id, None)
+                    if isinstance(segment, Tone) and not playback.done.done() and not self.gone:
+                        with contextlib.suppress(AriError):
+                            await self.client.stop_playback(playback.id)
+        except CallError as exc:  # CallGone included: the announcement just ends with the call
+            if not started.done():
+                started.set_exception(exc)
+        except asyncio.CancelledError:
+            if not started.done():
+                started.set_exception(CallGone(self._cause or LOST_CAUSE))
+            raise
+        finally:
+            if not started.done():
+                started.set_result(None)
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         self._check()
@@ -501,6 +581,13 @@ class AsteriskCall(Call):
             return
         if self._our_hangup is None:
             self._our_hangup = cause
+        try:
+            await self._hang_up_channel(cause)
+        finally:
+            if self._dialer is not None:  # bridged: the other party goes with us
+                await self._dialer.end_peer(cause)
+
+    async def _hang_up_channel(self, cause: str) -> None:
         code = q850_code(cause)  # None: a FreeSWITCH-only cause; Asterisk clears it as normal
         try:
             await self.client.hangup(self.uuid, reason_code=code)
@@ -603,8 +690,14 @@ class AsteriskSwitch(Switch):
         if stream is not None:
             stream.resync = self._resync
             stream.unreachable = self._unreachable
+        if ALL_CHANNELS not in self.stream.event_sources:
+            self.stream.event_sources = (*self.stream.event_sources, ALL_CHANNELS)
+        if not self.stream.disallowed_events:
+            self.stream.disallowed_events = UNUSED_EVENTS
         self.stream.add_handler(self._route)
         self.calls: dict[str, AsteriskCall] = {}
+        # Outgoing legs of our calls' dials (asterisk_dial.py): their events go to the dial.
+        self.legs: dict[str, DialLeg] = {}
         # Transferred calls keep getting their channel's ChannelDestroyed until it comes (bounded).
         self._departed: dict[str, AsteriskCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -648,6 +741,14 @@ class AsteriskSwitch(Switch):
     # -- events ----------------------------------------------------------------------------------
 
     def _route(self, event: Event) -> None:
+        if self.legs:
+            for leg_id in event.channel_ids:
+                leg = self.legs.get(leg_id)
+                if leg is not None:
+                    leg.on_event(event)
+                    if isinstance(event, ChannelDestroyed):
+                        self.legs.pop(leg_id, None)
+                    return
         if isinstance(event, StasisStart):
             self._stasis_start(event)
             return
@@ -674,6 +775,12 @@ class AsteriskSwitch(Switch):
     def _stasis_start(self, event: StasisStart) -> None:
         channel = event.channel
         args = list(event.args)
+        if args and args[0] == DIAL_LEG_ARG:
+            # An outgoing leg no dial of ours knows (its dial ended, or an earlier run of the
+            # controller made it): nobody would ever hang it up.
+            log.info("hanging up an outgoing leg of no running dial", extra={"call": channel.id})
+            self._spawn(self._hang_up_orphan(channel.id))
+            return
         destination = args[1] if len(args) >= 2 and args[0] == "inbound" else channel.dialplan.exten
         info = CallInfo(
             uuid=channel.id,
@@ -687,7 +794,7 @@ class AsteriskSwitch(Switch):
         )
         info.variables.setdefault("stasis_args", ",".join(args))
         call = AsteriskCall(self.client, info, sound_uri=self.sound_uri, context=channel.dialplan.context,
-                            language=channel.language)
+                            language=channel.language, legs=self.legs)
         self.calls[channel.id] = call
         task = asyncio.create_task(self._run_call(call), name=f"ari-call-{channel.id}")
         self._tasks.add(task)
@@ -695,12 +802,6 @@ class AsteriskSwitch(Switch):
 
     async def _run_call(self, call: AsteriskCall) -> None:
         try:
-            try:
-                await self.client.subscribe(f"channel:{call.uuid}")
-            except AriError as exc:
-                # 404/422: it hung up before we got here. Without the subscription no
-                # ChannelDestroyed comes; StasisEnd's grace timer still ends the call.
-                log.info("could not subscribe to the channel", extra={"call": call.uuid, "error": str(exc)})
             if not self.accepting:
                 await call.hangup("SYSTEM_SHUTDOWN")
                 return
@@ -743,6 +844,8 @@ class AsteriskSwitch(Switch):
                 self._spawn(self._recheck_playbacks(call))
         for channel_id in [c for c in self._departed if c not in present]:
             self._departed.pop(channel_id).lost()
+        for channel_id in [c for c in self.legs if c not in present]:
+            self.legs.pop(channel_id).lost()  # its dial goes on (or ends) without it
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -760,6 +863,8 @@ class AsteriskSwitch(Switch):
         for call in self._departed.values():
             call.switch_lost()
         self._departed.clear()
+        for leg in self.legs.values():
+            leg.lost(SWITCH_LOST_CAUSE)
 
     async def _hang_up_orphan(self, channel_id: str) -> None:
         try:

@@ -1,0 +1,499 @@
+"""`AsteriskCall.dial` over ARI: outgoing legs, ringing, first answer wins, a mixing bridge.
+
+How Asterisk 22 behaves, and what this module does about it (captures asterisk-scenarios, the
+numbered points of its README):
+- `POST /channels/create` puts the new channel in our Stasis app at once (StasisStart, state
+  Down, 9), before `POST /channels/{id}/dial` rings it. The leg's appArgs are
+  `DIAL_LEG_ARG,<A's channel id>`, and we choose its channel id ourselves and register the leg
+  before the POST, so AsteriskSwitch routes its events here (never to a flow), whatever comes
+  first: the 200 of the create or the StasisStart. The 200 can come first, and a /dial sent
+  then is refused (409 "Channel not in Stasis application", seen on 22.10 in about one dial of
+  ten): we dial once StasisStart has come.
+- No final `Dial` event (BUSY, NOANSWER, CANCEL) comes for busy/603/no-answer/unreachable (7): a
+  leg's failure cause is `ChannelDestroyed.cause` (5: 486 -> 17, 603 -> 21, 404 -> 1), which
+  created channels deliver without a subscription (02b).
+- A destination where nothing listens is not detected: pjsip retransmits the INVITE until the
+  ring timeout (5, 02h). So the ring time is our own timer, and a leg that never showed a sign of
+  life (no Ringing/Progress) when it runs out failed (RECOVERY_ON_TIMER_EXPIRE, FreeSWITCH's
+  cause for an unanswered INVITE), while a leg that rang is a NO_ANSWER.
+- Order is not stable (8): `Dial RINGING` and `ChannelStateChange(Ringing)` both count.
+- A leg can stay listed after StasisEnd without ChannelDestroyed (22): after StasisEnd we wait
+  DESTROY_GRACE_S for it, then take the leg as gone.
+
+Answer time (`DialAnswer.answered_at_us`, `DialResult.answered_at_us`): the `timestamp` of the
+B leg's `ChannelStateChange` to `Up`, Asterisk's own clock when it processed the 200 OK, sent
+with millisecond precision (`2026-11-25T19:00:02.111+0000`), as µs since the epoch. The end
+(`ended_at_us`) is the timestamp of the first hangup event of the leg that ended the bridge
+(its ChannelHangupRequest, else StasisEnd/ChannelDestroyed), same precision.
+
+Ringback: while A is unanswered we send `POST /channels/{A}/ring` (a 180 to the caller, whose
+phone then plays its own ringback): a tone would need early media (183 + RTP), which ARI only
+opens as a side effect of a playback, and a prompt heard before the caller's call is answered is
+not what `ringback` promises. While A is answered (the usual case after an IVR) `spec.ringback`
+is played on A: a `tone_stream://` with its cadence (each tone a `tone:` playback that we stop
+after its duration, as AsteriskCall.play does, looped for ever: `loops=-1` is the point of a
+ringback), a sound file looped. It stops before A joins the bridge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid as uuidlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..ari import AriError, AriNotFound, fs_cause_name, q850_code
+from ..ari.models import (
+    ChannelDestroyed,
+    ChannelHangupRequest,
+    ChannelStateChange,
+    Dial,
+    Event,
+    StasisEnd,
+    StasisStart,
+    Timestamp,
+)
+from .asterisk_media import (
+    MediaError,
+    MediaList,
+    Segment,
+    Silence,
+    Tone,
+    prompt_segments,
+)
+from .call import (
+    CallError,
+    CallGone,
+    DialAnswer,
+    DialOutcome,
+    DialResult,
+    DialSpec,
+    DialTarget,
+    dial_outcome_for_cause,
+)
+
+if TYPE_CHECKING:
+    from .asterisk import AsteriskCall
+
+log = logging.getLogger("switchctl.asterisk.dial")
+
+DIAL_LEG_ARG = "switchctl-dial-leg"  # appArgs[0] of an outgoing leg; appArgs[1] = the A channel id
+URI_ENDPOINT = "switchctl-uri"  # pjsip.conf endpoint for targets of kind "uri" (templates/asterisk)
+DESTROY_GRACE_S = 1.0  # StasisEnd -> ChannelDestroyed normally takes milliseconds (captures 22)
+STASIS_WAIT_S = 5.0  # a created channel enters Stasis within milliseconds
+LEG_GONE_S = 5.0  # how long we wait for a leg we hung up to be destroyed before giving up on it
+# Asterisk's own dial timeout is a backstop only (if this process dies mid-ring): ours comes first.
+ASTERISK_TIMEOUT_MARGIN_S = 5
+NOT_RESPONDING = "RECOVERY_ON_TIMER_EXPIRE"  # rang out without any sign of life from the far end
+CREATE_FAILED = "NO_ROUTE_DESTINATION"  # Asterisk refused to create the channel (unknown endpoint)
+LOSER_REASON_CODE = 26  # Q.850 "non-selected user clearing": SIP "Call completed elsewhere"
+NO_ANSWER_REASON = "no_answer"  # DELETE reason for legs that rang out (Q.850 19, SIP 480/CANCEL)
+_ADDRESS = re.compile(r"[A-Za-z0-9_.+*#\-]+")
+_URI = re.compile(r"sips?:[^\s,&'\"<>]+")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timestamp_us(stamp: Timestamp | None) -> int:
+    """An ARI event timestamp as µs since the epoch (0 when missing or unparsable); exact integer
+    arithmetic, no float rounding."""
+    if stamp is None or stamp.at is None:
+        return 0
+    at = stamp.at if stamp.at.tzinfo is not None else stamp.at.replace(tzinfo=UTC)
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def endpoint_for(target: DialTarget) -> str:
+    """The PJSIP dial string of a target (see templates/asterisk/pjsip.conf.j2)."""
+    if target.kind == "phone":
+        if not _ADDRESS.fullmatch(target.address):
+            raise CallError(f"dial: bad phone extension '{target.address}'")
+        return f"PJSIP/{target.address}"
+    if target.kind == "gateway":
+        if not target.gateway or not _ADDRESS.fullmatch(target.gateway):
+            raise CallError(f"dial: gateway target '{target.address}' needs a gateway name, not {target.gateway!r}")
+        if not _ADDRESS.fullmatch(target.address):
+            raise CallError(f"dial: bad number '{target.address}' for gateway {target.gateway}")
+        # The rendered pjsip.conf names the trunk's endpoint and AOR after the gateway: Asterisk
+        # sends sip:<number>@<the AOR's contact host:port>.
+        return f"PJSIP/{target.address}@{target.gateway}"
+    if target.kind == "uri":
+        if not _URI.fullmatch(target.address):
+            raise CallError(f"dial: '{target.address}' is not a SIP URI (sip:user@host[:port])")
+        return f"PJSIP/{URI_ENDPOINT}/{target.address}"
+    raise CallError(f"dial: unknown target kind '{target.kind}' (phone, gateway or uri)")
+
+
+class DialLeg:
+    """One outgoing channel. AsteriskSwitch routes its channel's events to `on_event` (in order,
+    never awaiting); the dialing task waits on the futures."""
+
+    def __init__(self, channel_id: str, target: DialTarget, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.id = channel_id
+        self.target = target
+        self.timeout = timeout
+        self.responded = False  # Ringing/Progress seen: the far end is there
+        self.in_stasis: asyncio.Future[None] = loop.create_future()  # StasisStart seen
+        self.answered: asyncio.Future[int] = loop.create_future()  # answer time, µs
+        self.destroyed: asyncio.Future[str] = loop.create_future()  # the cause name
+        self.our_cause: str | None = None  # the cause we report when we hung it up ourselves
+        self.ended_at_us = 0  # the first hangup event's timestamp
+        self._hangup_cause: int | None = None
+        self._grace: asyncio.TimerHandle | None = None
+
+    @property
+    def gone(self) -> bool:
+        return self.destroyed.done()
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, StasisStart):
+            if not self.in_stasis.done():
+                self.in_stasis.set_result(None)
+        elif isinstance(event, ChannelStateChange):
+            state = event.channel.state
+            if state in ("Ringing", "Ring", "Busy"):
+                self.responded = True
+            elif state == "Up" and not self.answered.done():
+                self.responded = True
+                self.answered.set_result(timestamp_us(event.timestamp))
+        elif isinstance(event, Dial):
+            if event.dialstatus in ("RINGING", "PROGRESS", "PROCEEDING", "ANSWER"):
+                self.responded = True
+        elif isinstance(event, ChannelHangupRequest):
+            self._mark_end(event)
+            if not event.soft and event.cause:
+                self._hangup_cause = event.cause
+        elif isinstance(event, StasisEnd):
+            self._mark_end(event)
+            if not self.gone and self._grace is None:
+                self._grace = asyncio.get_running_loop().call_later(DESTROY_GRACE_S, self.lost)
+        elif isinstance(event, ChannelDestroyed):
+            self._mark_end(event)
+            self._finish(self.our_cause or fs_cause_name(event.cause))
+
+    def _mark_end(self, event: Event) -> None:
+        if not self.ended_at_us:
+            self.ended_at_us = timestamp_us(event.timestamp)
+
+    def _finish(self, cause: str) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+        if not self.destroyed.done():
+            self.destroyed.set_result(cause)
+
+    def lost(self, cause: str | None = None) -> None:
+        """The channel vanished without ChannelDestroyed (zombie, resync, Asterisk gone)."""
+        self._finish(cause or self.our_cause or fs_cause_name(self._hangup_cause))
+
+
+class _Ringback:
+    """What A hears while the targets ring (see the module docstring)."""
+
+    def __init__(self, call: AsteriskCall, media: str | None) -> None:
+        self.call = call
+        self.media = media
+        self._task: asyncio.Task[None] | None = None
+        self._ringing = False
+
+    async def start(self) -> None:
+        if self._task is not None or self._ringing:
+            return
+        if not self.call.info.answered:
+            await self.call._rest("ring", self.call.client.ring(self.call.uuid))
+            self._ringing = True
+            return
+        if self.media:
+            segments = ringback_segments(self.media, self.call.sound_uri)
+            self._task = asyncio.create_task(self._loop(segments), name=f"ringback-{self.call.uuid}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._ringing and not self.call.gone and not self.call.info.answered:
+            self._ringing = False
+            with contextlib.suppress(AriError):
+                await self.call.client.ring_stop(self.call.uuid)
+
+    async def _loop(self, segments: Sequence[Segment]) -> None:
+        call = self.call
+        try:
+            while not call.gone:
+                for segment in segments:
+                    if isinstance(segment, Silence):
+                        await asyncio.sleep(segment.seconds)
+                        continue
+                    if isinstance(segment, Tone):
+                        media: str | list[str] = segment.uri
+                    else:
+                        media = segment.uris[0] if len(segment.uris) == 1 else list(segment.uris)
+                    playback = await call._start_playback(media)
+                    try:
+                        if isinstance(segment, Tone):
+                            await asyncio.sleep(segment.seconds)
+                        else:
+                            await playback.done
+                    finally:
+                        call._playbacks.pop(playback.id, None)
+                        if not playback.done.done() and not call.gone:
+                            # shielded: a cancelled ringback must still stop its endless tone
+                            with contextlib.suppress(Exception):
+                                await asyncio.shield(call.client.stop_playback(playback.id))
+        except CallError as exc:
+            log.debug("ringback ended: %s", exc, extra={"call": call.uuid})
+
+
+def ringback_segments(media: str, sound_uri: Any) -> list[Segment]:
+    """The ringback as playable segments, one cadence (the loop repeats it for ever)."""
+    if media.startswith("tone_stream://"):
+        # The ringback repeats until the answer, so drop any loops= (loops=-1 is the usual one).
+        parts = [p for p in media[len("tone_stream://"):].split(";") if not p.strip().startswith(("loops=", "L="))]
+        media = "tone_stream://" + ";".join(parts)
+    try:
+        segments = prompt_segments([media], sound_uri)
+    except MediaError as exc:
+        raise CallError(f"dial: ringback {exc}") from None
+    if not any(isinstance(s, (Tone, MediaList)) for s in segments):
+        raise CallError(f"dial: ringback '{media}' plays nothing")
+    return segments
+
+
+def leg_variables(call: AsteriskCall, spec: DialSpec) -> dict[str, str]:
+    """Channel variables of every outgoing leg: the caller id B sees, and spec.variables.
+
+    PJSIP builds the outgoing From from the channel's connected-line party, so that is what we
+    set (CONNECTEDLINE); by default the caller's own number and name, as FreeSWITCH passes them.
+    """
+    variables: dict[str, str] = {}
+    number = spec.caller_id_number if spec.caller_id_number is not None else call.info.caller_number
+    name = spec.caller_id_name if spec.caller_id_name is not None else call.info.caller_name
+    if number:
+        variables["CONNECTEDLINE(num)"] = number
+    if name:
+        variables["CONNECTEDLINE(name)"] = name
+    for key, value in spec.variables.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+(\([A-Za-z0-9_,.\-]*\))?", key):
+            raise CallError(f"dial: bad channel variable name '{key}'")
+        variables[key] = str(value)
+    return variables
+
+
+class Dialer:
+    """One `dial()` of one AsteriskCall. Every leg it creates is gone when `run` returns/raises."""
+
+    def __init__(self, call: AsteriskCall, spec: DialSpec) -> None:
+        self.call = call
+        self.spec = spec
+        self.client = call.client
+        self.legs: list[DialLeg] = []
+        self.peer: DialLeg | None = None
+        self.bridge_id: str | None = None
+        self.ringback = _Ringback(call, spec.ringback)
+
+    # -- the whole dial ------------------------------------------------------------------------
+
+    async def run(self) -> DialResult:
+        call, spec = self.call, self.spec
+        call._check()
+        groups = [list(g) for g in spec.groups if g]
+        if not groups:
+            raise CallError("dial: no targets")
+        endpoints = {id(t): endpoint_for(t) for g in groups for t in g}  # all bad targets fail first
+        variables = leg_variables(call, spec)
+        if spec.ringback and call.info.answered:
+            ringback_segments(spec.ringback, call.sound_uri)  # a bad ringback fails before ringing
+        last: tuple[str, DialTarget | None] = ("NORMAL_CLEARING", None)
+        try:
+            for group in groups:
+                winner, last = await self._ring_group(group, endpoints, variables, last)
+                if winner is not None:
+                    return await self._bridge(winner)
+            cause, target = last
+            return DialResult(dial_outcome_for_cause(cause), cause, target)
+        finally:
+            await asyncio.shield(self._cleanup())
+
+    async def _cleanup(self) -> None:
+        """No leg left behind, no bridge, no ringback: whatever happened."""
+        with contextlib.suppress(Exception):
+            await self.ringback.stop()
+        for leg in self.legs:
+            if not leg.gone:
+                await self._hang_up_leg(leg, leg.our_cause or "NORMAL_CLEARING")
+        await asyncio.gather(*(self._wait_gone(leg) for leg in self.legs))
+        for leg in self.legs:
+            self.call.legs.pop(leg.id, None)
+        if self.bridge_id is not None:
+            bridge, self.bridge_id = self.bridge_id, None
+            with contextlib.suppress(AriError):
+                await self.client.destroy_bridge(bridge)
+
+    async def _wait_gone(self, leg: DialLeg) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(leg.destroyed), LEG_GONE_S)
+        if not leg.gone:
+            log.warning("outgoing leg not confirmed gone", extra={"call": self.call.uuid, "leg": leg.id})
+            leg.lost()
+
+    async def _hang_up_leg(self, leg: DialLeg, cause: str, *, reason: str | None = None,
+                           reason_code: int | None = None) -> None:
+        if leg.our_cause is None:
+            leg.our_cause = cause
+        if reason is None and reason_code is None:
+            reason_code = q850_code(cause)
+        try:
+            await self.client.hangup(leg.id, reason=reason, reason_code=reason_code)
+        except AriNotFound:
+            leg.lost()  # gone already (or a zombie that DELETE no longer knows, captures 22)
+        except AriError as exc:
+            log.warning("hangup of an outgoing leg failed: %s", exc, extra={"call": self.call.uuid, "leg": leg.id})
+
+    # -- ringing -------------------------------------------------------------------------------
+
+    async def _start_leg(self, target: DialTarget, endpoint: str, variables: dict[str, str]) -> DialLeg | str:
+        """Create and dial one leg; the failure cause instead when Asterisk refused it."""
+        timeout = target.timeout if target.timeout is not None else self.spec.timeout
+        leg = DialLeg(str(uuidlib.uuid4()), target, timeout)
+        self.call.legs[leg.id] = leg  # before the POST: StasisStart may beat its answer
+        self.legs.append(leg)
+        try:
+            await self.client.create_channel(
+                endpoint, app_args=[DIAL_LEG_ARG, self.call.uuid], channel_id=leg.id,
+                originator=self.call.uuid, variables=variables)
+        except AriError as exc:
+            log.info("dial: Asterisk refused %s: %s", endpoint, exc, extra={"call": self.call.uuid})
+            leg.lost(CREATE_FAILED)
+            return CREATE_FAILED
+        # The create's 200 can beat the channel's entry into Stasis, and a /dial before that is
+        # refused with 409 "Channel not in Stasis application" (seen on Asterisk 22.10).
+        await asyncio.wait({leg.in_stasis, leg.destroyed, self.call._gone}, timeout=STASIS_WAIT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if leg.gone or not leg.in_stasis.done():
+            if not leg.gone:
+                await self._hang_up_leg(leg, CREATE_FAILED)
+            return CREATE_FAILED
+        try:
+            await self.client.dial(leg.id, timeout=int(timeout) + ASTERISK_TIMEOUT_MARGIN_S)
+        except AriError as exc:
+            log.info("dial: Asterisk refused to dial %s: %s", endpoint, exc, extra={"call": self.call.uuid})
+            await self._hang_up_leg(leg, CREATE_FAILED)
+            return CREATE_FAILED
+        return leg
+
+    async def _ring_group(self, group: list[DialTarget], endpoints: dict[int, str], variables: dict[str, str],
+                          last: tuple[str, DialTarget | None]) -> tuple[DialLeg | None, tuple[str, DialTarget | None]]:
+        call = self.call
+        loop = asyncio.get_running_loop()
+        ringing: list[DialLeg] = []
+        for target in group:
+            started = await self._start_leg(target, endpoints[id(target)], variables)
+            if isinstance(started, str):
+                last = (started, target)
+            else:
+                ringing.append(started)
+            if call.gone:
+                break
+        if ringing and not call.gone:
+            await self.ringback.start()
+        begun = loop.time()
+        while ringing:
+            if call.gone:
+                raise CallGone(call.hangup_cause or "NORMAL_CLEARING")
+            answered = [leg for leg in ringing if leg.answered.done() and not leg.gone]
+            if answered:
+                winner = min(answered, key=lambda leg: leg.answered.result() or 0)
+                for leg in ringing:
+                    if leg is not winner and not leg.gone:
+                        await self._hang_up_leg(leg, "LOSE_RACE", reason_code=LOSER_REASON_CODE)
+                return winner, last
+            for leg in [leg for leg in ringing if leg.gone]:
+                ringing.remove(leg)
+                last = (leg.destroyed.result(), leg.target)
+            if not ringing:
+                break
+            now = loop.time()
+            for leg in ringing:
+                if leg.our_cause is None and now >= begun + leg.timeout:
+                    await self._hang_up_leg(leg, "NO_ANSWER" if leg.responded else NOT_RESPONDING,
+                                            reason=NO_ANSWER_REASON)
+            pending = [leg for leg in ringing if leg.our_cause is None]
+            wake = min((begun + leg.timeout for leg in pending), default=now + LEG_GONE_S) - loop.time()
+            waiters: set[asyncio.Future[Any]] = {call._gone}
+            for leg in ringing:
+                waiters.add(leg.answered)
+                waiters.add(leg.destroyed)
+            await asyncio.wait(waiters, timeout=max(wake, 0.0) + 0.001, return_when=asyncio.FIRST_COMPLETED)
+            # a leg we hung up that neither confirmed nor vanished within LEG_GONE_S is taken as gone
+            for leg in ringing:
+                if leg.our_cause is not None and not leg.gone and loop.time() >= begun + leg.timeout + LEG_GONE_S:
+                    leg.lost()
+        if call.gone:
+            raise CallGone(call.hangup_cause or "NORMAL_CLEARING")
+        return None, last
+
+    # -- the bridge ----------------------------------------------------------------------------
+
+    async def _bridge(self, peer: DialLeg) -> DialResult:
+        call, spec = self.call, self.spec
+        self.peer = peer
+        answered_at = peer.answered.result()
+        await self.ringback.stop()
+        if not call.info.answered:
+            await call.answer()  # a bridge does not answer a ringing channel by itself
+        self.bridge_id = f"switchctl-dial-{call.uuid}"
+        try:
+            await self.client.create_bridge(type="mixing", bridge_id=self.bridge_id)
+        except AriError as exc:
+            self.bridge_id = None
+            raise CallError(f"dial: could not create the bridge: {exc}") from None
+        call._check()
+        if spec.on_answer is not None:
+            await spec.on_answer(DialAnswer(peer.id, peer.target, answered_at))
+        # From here on the answer counted (billing armed): a caller gone now ends an ANSWERED dial.
+        if call.gone:
+            return await self._caller_ended(peer, answered_at)
+        if peer.gone:
+            return self._bridged_result(peer, answered_at, caller_ended=False)
+        try:
+            await self.client.add_channel(self.bridge_id, [call.uuid, peer.id])
+        except AriError as exc:
+            # Not `call._rest`: a "Channel not found" here may be about B, who just hung up.
+            await asyncio.wait({call._gone, peer.destroyed}, timeout=DESTROY_GRACE_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if call.gone:
+                return await self._caller_ended(peer, answered_at)
+            if peer.gone:
+                return self._bridged_result(peer, answered_at, caller_ended=False)
+            raise CallError(f"dial: could not bridge the call with {peer.id}: {exc}") from None
+        await asyncio.wait({call._gone, peer.destroyed}, return_when=asyncio.FIRST_COMPLETED)
+        if call.gone:
+            return await self._caller_ended(peer, answered_at)
+        return self._bridged_result(peer, answered_at, caller_ended=False)
+
+    async def _caller_ended(self, peer: DialLeg, answered_at: int) -> DialResult:
+        if not peer.gone:
+            await self._hang_up_leg(peer, self.call.hangup_cause or "NORMAL_CLEARING")
+            await self._wait_gone(peer)
+        return self._bridged_result(peer, answered_at, caller_ended=True)
+
+    def _bridged_result(self, peer: DialLeg, answered_at: int, *, caller_ended: bool) -> DialResult:
+        if caller_ended:
+            cause = self.call.hangup_cause or "NORMAL_CLEARING"
+            ended = self.call.ended_at_us or peer.ended_at_us
+        else:
+            cause = peer.destroyed.result()
+            ended = peer.ended_at_us
+        return DialResult(DialOutcome.ANSWERED, cause, peer.target, peer.id, answered_at, ended, caller_ended)
+
+    async def end_peer(self, cause: str) -> None:
+        """The caller's side is being hung up (AsteriskCall.hangup): end the bridged party too."""
+        peer = self.peer
+        if peer is not None and not peer.gone:
+            await self._hang_up_leg(peer, cause)
+            await self._wait_gone(peer)
