@@ -172,6 +172,43 @@ def api_uuid_transfer(sim: "FreeSwitchSim", args: str) -> str:
     return apitext.OK
 
 
+BROADCAST_USAGE = "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
+
+
+def api_uuid_broadcast(sim: "FreeSwitchSim", args: str) -> str:
+    """mod_commands uuid_broadcast + switch_ivr_broadcast: queue `playback <path>` (or `app::args`) as a
+    private event on the leg(s); a parked channel runs it from its park loop, a bridged one from the bridge
+    loop with the other leg suspended, and the bridge goes on (switch_ivr_bridge.c audio_bridge_thread).
+    No flag: aleg + holdb. `app!cause` queues a hangup after it. Replies `+OK Message sent`."""
+    from switchctl.sim.channel import ExecuteRequest
+
+    argv = args.split(" ", 3)[:3] if args else []
+    if len(argv) < 2:
+        return BROADCAST_USAGE
+    channel = _channel(sim, argv[0])
+    if channel is None:
+        return "-ERR invalid uuid\n"
+    flags = argv[2].lower() if len(argv) > 2 else "aleg holdb"
+    echo_a = "aleg" in flags or "both" in flags
+    echo_b = ("bleg" in flags or "both" in flags) and "holdb" not in flags
+    app, path = "playback", argv[1]
+    head, sep, rest = path.partition("::")
+    if sep and ":" not in head:
+        app, path = head, rest
+    cause = None
+    if "!" in app:
+        app, _, cause = app.partition("!")
+        cause = cause or "normal_clearing"
+    other = _channel(sim, channel.data.other_leg_uuid) if channel.bridged_to is not None else None
+    if echo_b and other is not None:
+        other.queue_execute(ExecuteRequest(app, path, None))
+    if echo_a:
+        channel.queue_execute(ExecuteRequest(app, path, None))
+    if cause:
+        channel.queue_execute(ExecuteRequest("hangup", cause.upper(), None))
+    return "+OK Message sent\n"
+
+
 def api_hupall(sim: "FreeSwitchSim", args: str) -> str:
     argv = args.split()
     cause = _cause(argv[0] if argv else None, "MANAGER_REQUEST")
@@ -316,6 +353,7 @@ COMMANDS: dict[str, Callable[["FreeSwitchSim", str], str]] = {
     "uuid_send_dtmf": api_uuid_send_dtmf,
     "uuid_answer": api_uuid_answer,
     "uuid_transfer": api_uuid_transfer,
+    "uuid_broadcast": api_uuid_broadcast,
     "sched_hangup": api_sched_hangup,
     "hupall": api_hupall,
     "show": api_show,

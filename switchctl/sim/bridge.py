@@ -5,14 +5,19 @@ A leg's fate comes from `SimConfig.users` (`user/<id>`, `sofia/<profile>/<id>@ho
 with no B channel; unknown endpoint -> CHAN_NOT_IMPLEMENTED; unreachable -> NORMAL_TEMPORARY_FAILURE (sofia's 503);
 busy -> USER_BUSY (486); `{leg_timeout=N}` -> ALLOTTED_TIMEOUT; `call_timeout` / `{originate_timeout=N}` ->
 NO_ANSWER. A failed bridge hangs the A leg up (before the bridge's EXECUTE_COMPLETE) unless continue_on_fail.
+`|` separates groups tried in turn, `,` the targets of a group rung at once: the first to answer wins, the
+others are hung up with LOSE_RACE. `{ignore_early_media=true}` makes a 183 leg bridge only on its 200.
+`[origination_uuid=...]` names a leg. While bridged, queued private events (sendmsg execute, uuid_broadcast) run on
+the A leg and the bridge goes on (switch_ivr_bridge.c audio_bridge_thread).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import uuid as uuidlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from switchctl.sim import loopback
@@ -29,7 +34,7 @@ FAIL_FAST = 0.02
 DEFAULT_ORIGINATE_TIMEOUT = 60
 ORIGINATE_USAGE = ("-USAGE: <call url> <exten>|&<application_name>(<app_args>) [<dialplan>] [<context>] "
                    "[<cid_name>] [<cid_num>] [<timeout_sec>]\n")
-SIP_CODE = {"USER_BUSY": 486, "CALL_REJECTED": 603, "NO_ANSWER": 487, "ALLOTTED_TIMEOUT": 487,
+SIP_CODE = {"USER_BUSY": 486, "CALL_REJECTED": 603, "NO_ANSWER": 487, "ALLOTTED_TIMEOUT": 487, "LOSE_RACE": 487,
             "NORMAL_TEMPORARY_FAILURE": 503, "NORMAL_CLEARING": 200, "ORIGINATOR_CANCEL": 487}
 SIP_PHRASE = {486: "Busy Here", 603: "Decline", 487: "Request Terminated", 503: "Service Unavailable", 200: "OK"}
 
@@ -44,32 +49,79 @@ class Target:
 class LegOutcome:
     cause: str  # "SUCCESS" or the failure cause
     leg: SimChannel | None
+    tried: list[tuple[str, str]] = field(default_factory=list)  # (B leg uuid, cause or NONE): originate_causes
 
 
-def parse_dial_string(dial: str) -> tuple[dict[str, str], list[Target]]:
-    """`{a=1,b=2}target1|target2` (sequential) / `,` (simultaneous: tried in order here); `[..]` per target."""
+@dataclass
+class Race:
+    """The legs of one `,` group: the first to answer wins, the others are hung up with LOSE_RACE
+    (switch_ivr_originate: `switch_channel_hangup(peer, SWITCH_CAUSE_LOSE_RACE)`)."""
+
+    winner: SimChannel | None = None
+    legs: list[SimChannel] = field(default_factory=list)
+
+    def claim(self, leg: SimChannel) -> bool:
+        if self.winner is not None and self.winner is not leg:
+            return False
+        self.winner = leg
+        for other in self.legs:
+            if other is not leg:
+                other.wake()
+        return True
+
+
+def split_top(text: str, separator: str) -> list[str]:
+    """Split on `separator` outside `{}` / `[]` / `<>` (switch_separate_string_string with nesting)."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in "{[<":
+            depth += 1
+        elif char in "}]>":
+            depth = max(0, depth - 1)
+        if char == separator and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def parse_dial_groups(dial: str) -> tuple[dict[str, str], list[list[Target]]]:
+    """`{a=1,b=2}[x=1]t1,[y=2]t2|t3`: `{}` vars for every leg, `|` separates groups tried one after the other
+    (failover), `,` separates the targets of a group, rung at once (switch_ivr_originate)."""
     global_vars: dict[str, str] = {}
     dial = dial.strip()
     if dial.startswith("{"):
         end = dial.index("}")
         global_vars = _vars(dial[1:end])
         dial = dial[end + 1:]
-    targets = []
-    for part in re.split(r"[|,]", dial):
-        part = part.strip()
-        local: dict[str, str] = {}
-        if part.startswith("["):
-            end = part.index("]")
-            local = _vars(part[1:end])
-            part = part[end + 1:]
-        if part:
-            targets.append(Target(part, local))
-    return global_vars, targets
+    groups: list[list[Target]] = []
+    for group_text in split_top(dial, "|"):
+        group = []
+        for part in split_top(group_text, ","):
+            part = part.strip()
+            local: dict[str, str] = {}
+            if part.startswith("["):
+                end = part.index("]")
+                local = _vars(part[1:end])
+                part = part[end + 1:]
+            if part:
+                group.append(Target(part, local))
+        if group:
+            groups.append(group)
+    return global_vars, groups
+
+
+def parse_dial_string(dial: str) -> tuple[dict[str, str], list[Target]]:
+    """The `{}` vars and every target in order (groups flattened)."""
+    global_vars, groups = parse_dial_groups(dial)
+    return global_vars, [target for group in groups for target in group]
 
 
 def _vars(text: str) -> dict[str, str]:
     out = {}
-    for item in text.split(","):
+    for item in split_top(text, ","):
         name, _, value = item.partition("=")
         if name.strip():
             out[name.strip()] = value
@@ -88,6 +140,8 @@ def _behaviour(sim: "FreeSwitchSim", dial: str) -> tuple[str, UserBehaviour | Ga
             return "SUBSCRIBER_ABSENT", None, dial
         if not behaviour.registered:
             return "USER_NOT_REGISTERED", None, dial
+        if not behaviour.reachable:
+            return "NORMAL_TEMPORARY_FAILURE", None, dial  # sofia's internal 503 (s3 b5)
         return "", behaviour, f"sofia/{sim.config.sip_profile}/{user}@{sim.config.domain}"
     if dial.startswith("sofia/gateway/"):
         name = dial[len("sofia/gateway/"):].split("/", 1)[0]
@@ -110,8 +164,8 @@ def _behaviour(sim: "FreeSwitchSim", dial: str) -> tuple[str, UserBehaviour | Ga
 
 
 def _new_leg_data(sim: "FreeSwitchSim", name: str, destination: str, *, caller_number: str, caller_name: str,
-                  variables: dict[str, str]) -> ChannelData:
-    uuid = str(uuidlib.uuid4())
+                  variables: dict[str, str], uuid: str | None = None) -> ChannelData:
+    uuid = uuid or str(uuidlib.uuid4())
     data = ChannelData(uuid=uuid, name=name, direction="outbound", state="CS_NONE", caller_number=caller_number,
                        caller_name=caller_name, destination=destination, context=sim.config.context,
                        created_us=now_us(), profile_created_us=now_us(), network_addr=sim.config.domain)
@@ -123,21 +177,37 @@ def _new_leg_data(sim: "FreeSwitchSim", name: str, destination: str, *, caller_n
 
 async def originate_leg(sim: "FreeSwitchSim", dial: str, *, a_leg: SimChannel | None,
                         extra_vars: dict[str, str] | None = None) -> LegOutcome:
-    """Create and ring one outgoing leg until it answers (SUCCESS), fails, or times out."""
-    global_vars, targets = parse_dial_string(dial)
-    if not targets:
+    """Ring the dial string's groups one after the other until a leg answers (SUCCESS) or all failed."""
+    global_vars, groups = parse_dial_groups(dial)
+    if not groups:
         return LegOutcome("DESTINATION_OUT_OF_ORDER", None)
     outcome = LegOutcome("NORMAL_TEMPORARY_FAILURE", None)
-    for target in targets:  # `|` failover: next target only after a failure
-        outcome = await _try_target(sim, target, {**(extra_vars or {}), **global_vars, **target.variables},
-                                    a_leg=a_leg)
+    tried: list[tuple[str, str]] = []
+    for group in groups:  # `|` failover: the next group only after the whole group failed
+        outcome = await _ring_group(sim, group, {**(extra_vars or {}), **global_vars}, a_leg=a_leg)
+        tried += outcome.tried
         if outcome.cause == "SUCCESS" or (a_leg is not None and a_leg.hungup):
             break
+    outcome.tried = tried
     return outcome
 
 
-async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str, str], *,
+async def _ring_group(sim: "FreeSwitchSim", group: list[Target], variables: dict[str, str], *,
                       a_leg: SimChannel | None) -> LegOutcome:
+    race = Race()
+    outcomes = await asyncio.gather(*(
+        _try_target(sim, target, {**variables, **target.variables}, a_leg=a_leg, race=race) for target in group))
+    tried = [(o.leg.uuid, "NONE" if o.cause == "SUCCESS" else o.cause) for o in outcomes if o.leg is not None]
+    for outcome in outcomes:
+        if outcome.cause == "SUCCESS":
+            return LegOutcome("SUCCESS", outcome.leg, tried)
+    # the group's cause: the last leg's, unless it only lost a race (simplified from switch_ivr_originate)
+    failed = [o for o in outcomes if o.cause != "LOSE_RACE"] or list(outcomes)
+    return LegOutcome(failed[-1].cause, failed[-1].leg, tried)
+
+
+async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str, str], *,
+                      a_leg: SimChannel | None, race: Race) -> LegOutcome:
     speed = sim.config.media_speed
     cause, behaviour, name = _behaviour(sim, target.dial)
     if cause:
@@ -160,9 +230,11 @@ async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str,
     exported = dict(a_leg.exported) if a_leg is not None else {}
     data = _new_leg_data(sim, name, target.dial.rsplit("/", 1)[-1].split("@", 1)[0], caller_number=caller_number,
                          caller_name=caller_name, variables={**exported, **{
-                             k: v for k, v in variables.items() if not k.startswith("origination_")}})
+                             k: v for k, v in variables.items() if not k.startswith("origination_")}},
+                         uuid=variables.get("origination_uuid"))
     leg = SimChannel(sim, data)
     sim.register_channel(leg)
+    race.legs.append(leg)
     # s3 b1 monitor, B leg: CHANNEL_OUTGOING (CS_NONE) before CHANNEL_CREATE, then CHANNEL_ORIGINATE
     leg.fire("CHANNEL_OUTGOING")
     sim.set_state(leg, "CS_INIT")
@@ -188,7 +260,10 @@ async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str,
         await _fail_leg(sim, leg, fail)
         return LegOutcome(fail, leg)
     answer_after = behaviour.answer_after
-    if getattr(behaviour, "early_media", False):
+    # ignore_early_media=true: originate waits for the 200 (early_ok = 0 in switch_ivr_originate); the caller
+    # hears the `ringback` / `transfer_ringback` of the A leg meanwhile instead of the far end's media.
+    ignore_early = variables.get("ignore_early_media", "").lower() in ("true", "yes", "on", "1")
+    if getattr(behaviour, "early_media", False) and not ignore_early and race.claim(leg):
         # Bridged at early media: originate returns on the 183, A gets PROGRESS_MEDIA + CHANNEL_BRIDGE before
         # the B leg's 200 (s3 b6; b1 bridged 20 ms after the bridge started although B answered 1 s later)
         sim.spawn(_answer_later(leg, answer_after, behaviour.hangup_after))
@@ -198,14 +273,16 @@ async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str,
     if a_leg is not None:
         a_leg.linked.add(leg)  # the A leg's hangup / transfer must wake the ringing leg
     try:
-        woke = await leg.wait(ring, until=lambda: a_leg is not None and (
-            a_leg.hungup or a_leg.transfer_to is not None))
+        woke = await leg.wait(ring, until=lambda: race.winner is not None or (a_leg is not None and (
+            a_leg.hungup or a_leg.transfer_to is not None)))
     finally:
         if a_leg is not None:
             a_leg.linked.discard(leg)
     if woke == "until" or (a_leg is not None and a_leg.hungup):
-        await _fail_leg(sim, leg, "ORIGINATOR_CANCEL")
-        return LegOutcome("ORIGINATOR_CANCEL", leg)
+        lost = race.winner is not None and not (a_leg is not None and a_leg.hungup)
+        cause = "LOSE_RACE" if lost else "ORIGINATOR_CANCEL"
+        await _fail_leg(sim, leg, cause)
+        return LegOutcome(cause, leg)
     if woke == "hangup":
         return LegOutcome(leg.data.hangup_cause or "NORMAL_CLEARING", leg)
     if answer_after is None or answer_after > timeout:
@@ -213,6 +290,9 @@ async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str,
         leg.set_var("sip_invite_failure_status", "487")
         await _fail_leg(sim, leg, timeout_cause)
         return LegOutcome(timeout_cause, leg)
+    if not race.claim(leg):
+        await _fail_leg(sim, leg, "LOSE_RACE")
+        return LegOutcome("LOSE_RACE", leg)
     leg.mark_answered()
     hangup_after = behaviour.hangup_after
     if hangup_after is not None:
@@ -259,9 +339,11 @@ async def app_bridge(ch: SimChannel, arg: str) -> None:
     leg = outcome.leg
     ch.set_var("originate_disposition", outcome.cause)
     ch.set_var("DIALSTATUS", _dialstatus(outcome.cause))
-    if leg is not None:
-        ch.set_var("originated_legs", f"{leg.uuid};Outbound Call;{leg.data.destination}")
-        ch.set_var("originate_causes", f"{leg.uuid};{'NONE' if outcome.cause == 'SUCCESS' else outcome.cause}")
+    if outcome.tried:
+        # one value per B leg; several become an ARRAY:: value (switch_channel_add_variable_var_check, PUSH)
+        legs = [sim.channels[uuid] for uuid, _ in outcome.tried if uuid in sim.channels]
+        ch.set_var("originated_legs", _array([f"{b.uuid};Outbound Call;{b.data.destination}" for b in legs]))
+        ch.set_var("originate_causes", _array([f"{uuid};{cause}" for uuid, cause in outcome.tried]))
     if outcome.cause != "SUCCESS" or leg is None:
         ch.set_var("originate_failed_cause", outcome.cause)
         if leg is not None:
@@ -280,6 +362,12 @@ async def app_bridge(ch: SimChannel, arg: str) -> None:
     await bridge_legs(sim, ch, leg)
 
 
+def _array(values: list[str]) -> str | None:
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else "ARRAY::" + "|:".join(values)
+
+
 async def bridge_legs(sim: "FreeSwitchSim", a: SimChannel, b: SimChannel) -> None:
     """switch_ivr_multi_threaded_bridge, seen from the A leg's bridge application."""
     if not a.ready:
@@ -288,9 +376,12 @@ async def bridge_legs(sim: "FreeSwitchSim", a: SimChannel, b: SimChannel) -> Non
         return
     a.pre_answer()
     stamp = now_us()
-    a.data.bridged_us = b.data.bridged_us = stamp
     a.data.other_leg_uuid, b.data.other_leg_uuid = b.uuid, a.uuid
-    a.data.other_type, a.data.other_leg = "originatee", b.data
+    # The A leg's Other-Leg-* profile is a copy taken when originate returned (switch_caller_profile_clone):
+    # s3 b1 shows Other-Leg-Channel-Answered-Time 0 on CHANNEL_BRIDGE *and* UNBRIDGE after an early-media
+    # bridge, and Other-Leg-Channel-Bridged-Time 0.
+    a.data.other_type, a.data.other_leg = "originatee", copy.copy(b.data)
+    a.data.other_leg.bridged_us = 0
     b.data.other_type, b.data.other_leg = "originator", a.data
     a.bridged_to, b.bridged_to = b, a
     for name, value in (("last_bridge_to", b.uuid), ("bridge_channel", b.data.name), ("bridge_uuid", b.uuid),
@@ -300,13 +391,20 @@ async def bridge_legs(sim: "FreeSwitchSim", a: SimChannel, b: SimChannel) -> Non
     b.set_var("signal_bond", a.uuid)
     if b.answered:
         a.mark_answered()
+    a.data.bridged_us = b.data.bridged_us = stamp
     bridge_ids = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
     a.fire("CHANNEL_BRIDGE", bridge_ids)
     sim.set_state(b, "CS_EXCHANGE_MEDIA")
     while True:
-        woke = await a.wait(None, until=lambda: b.hungup or (b.answered and not a.answered))
+        woke = await a.wait(None, on_queue=True, until=lambda: b.hungup or (b.answered and not a.answered))
         if woke == "until" and b.answered and not a.answered and not b.hungup:
             a.mark_answered()  # early-media bridge: the A leg is answered when B answers (s3 b6)
+            continue
+        if woke == "queue":
+            # audio_bridge_thread: a queued private event (sendmsg execute, uuid_broadcast) runs on the A leg
+            # with B suspended (switch_ivr_parse_next_event), then the bridge goes on.
+            request = a.app_queue.popleft()
+            await a.execute(request.app, request.arg, request.event_uuid)
             continue
         break
     if a.hungup and not b.hungup:

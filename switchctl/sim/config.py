@@ -54,6 +54,8 @@ class UserBehaviour:
     reject: bool = False
     early_media: bool = False
     hangup_after: float | None = None
+    # registered, but nothing answers at the contact: sofia's own 503 -> NORMAL_TEMPORARY_FAILURE (s3 b5)
+    reachable: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class GatewayBehaviour:
     answer_after: float | None = 0.5
     busy: bool = False
     hangup_after: float | None = None
+    reject: bool = False  # 603 Decline -> CALL_REJECTED
+    early_media: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,14 @@ is read the way FreeSWITCH 1.11.1 really reports it (captures freeswitch-scenari
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
+import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 
-from ..esl.codec import Event
+from ..esl.codec import CommandReply, Event
 from ..esl.errors import ChannelHungUp, CommandError, ConnectionLost, ESLError, ReplyTimeout
 from ..esl.inbound import InboundClient
 from ..esl.outbound import OutboundSession
@@ -30,8 +32,12 @@ from .call import (
     CollectOutcome,
     CollectResult,
     CollectSpec,
+    DialAnswer,
+    DialOutcome,
     DialResult,
     DialSpec,
+    DialTarget,
+    dial_outcome_for_cause,
     SayKind,
     Switch,
 )
@@ -51,6 +57,126 @@ CALL_EVENTS: tuple[str, ...] = ("CHANNEL_EXECUTE_COMPLETE",)
 _NO_SPACE = re.compile(r"\s")
 _SILENCE = "silence_stream://250"
 DIGITS_VAR = "switchctl_digits"
+
+
+# -- dialing -----------------------------------------------------------------------------------
+# dial = one `bridge` (captures s3): groups joined with `|` (failover), a group's targets with `,`
+# (rung at once, first answer wins, the others get LOSE_RACE), `[leg_timeout=N]` per target
+# (ALLOTTED_TIMEOUT, s3 b3). `{ignore_early_media=true}`: originate returns only on the 200, so the
+# bridge starts at the answer and CHANNEL_BRIDGE's Other-Leg-Channel-Answered-Time is the answer;
+# without it a 183 bridges at early media with that field 0 (s3 b1/b6) and billing would start
+# before anyone answered. The caller hears the A leg's `ringback` meanwhile.
+# `[origination_uuid=...]` names each leg, so the answering leg maps back to its target.
+DEFAULT_SOFIA_PROFILE = "internal"
+BRIDGE_EVENT = "CHANNEL_BRIDGE"
+# What a dial-string field may not contain: the dial string's own separators, quoting and
+# ${} expansion (switch_event_create_brackets splits on ',' and '=').
+_DIAL_ADDRESS_FORBIDDEN = re.compile(r"[\s,|{}\[\]<>^'\"=$]")
+_DIAL_VALUE_FORBIDDEN = re.compile(r"[,|{}\[\]<>^'\"=$]")
+_VAR_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def target_dial(target: DialTarget, *, domain: str | None, profile: str) -> str:
+    """The endpoint string of one target (without its [] variables)."""
+    fields = [target.address] + ([target.gateway] if target.kind == "gateway" else [])
+    for value in fields:
+        if not value or _DIAL_ADDRESS_FORBIDDEN.search(value):
+            raise CallError(f"dial: bad {target.kind} target '{value}'")
+    if target.kind == "phone":
+        return f"user/{target.address}@{domain}" if domain else f"user/{target.address}"
+    if target.kind == "gateway":
+        return f"sofia/gateway/{target.gateway}/{target.address}"
+    if target.kind == "uri":
+        return f"sofia/{profile}/{target.address}"
+    raise CallError(f"dial: unknown target kind '{target.kind}'")
+
+
+def dial_string(spec: DialSpec, *, domain: str | None, profile: str,
+                leg_uuids: Sequence[Sequence[str]]) -> str:
+    """The bridge argument for `spec`; `leg_uuids` mirrors spec.groups (one uuid per target)."""
+    if not spec.groups or any(not group for group in spec.groups):
+        raise CallError("dial: no targets")
+    globals_ = {"ignore_early_media": "true"}
+    if spec.caller_id_number:
+        globals_["origination_caller_id_number"] = spec.caller_id_number
+    if spec.caller_id_name:
+        globals_["origination_caller_id_name"] = spec.caller_id_name
+    globals_.update(spec.variables)
+    for name, value in globals_.items():
+        if not _VAR_NAME.fullmatch(name) or _DIAL_VALUE_FORBIDDEN.search(str(value)):
+            raise CallError(f"dial: variable {name}={value!r} cannot go into a dial string")
+    groups = []
+    for group, uuids in zip(spec.groups, leg_uuids, strict=True):
+        legs = []
+        for target, uuid in zip(group, uuids, strict=True):
+            seconds = max(1, math.ceil(target.timeout if target.timeout is not None else spec.timeout))
+            endpoint = target_dial(target, domain=domain, profile=profile)
+            legs.append(f"[leg_timeout={seconds},origination_uuid={uuid}]{endpoint}")
+        groups.append(",".join(legs))
+    head = ",".join(f"{name}={value}" for name, value in globals_.items())
+    return "{" + head + "}" + "|".join(groups)
+
+
+def _us(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def bridge_answer_time_us(bridge: Event) -> int:
+    """The answering leg's answer time from CHANNEL_BRIDGE (switch clock, µs); after an early-media
+    bridge that field is 0 (s3 b1) and the bridge time is the closest the event has."""
+    return (_us(bridge.get("Other-Leg-Channel-Answered-Time"))
+            or _us(bridge.get("Caller-Channel-Bridged-Time"))
+            or _us(bridge.get("Event-Date-Timestamp")))
+
+
+def _array_items(value: str | None) -> list[str]:
+    """A channel variable that may hold several values (`ARRAY::a|:b`)."""
+    if not value:
+        return []
+    if value.startswith("ARRAY::"):
+        return value[len("ARRAY::"):].split("|:")
+    return [value]
+
+
+def dial_result_from_bridge(done: Event, *, bridge: Event | None = None,
+                            targets: Mapping[str, DialTarget] | None = None,
+                            last_target: DialTarget | None = None) -> DialResult:
+    """DialResult from the bridge's CHANNEL_EXECUTE_COMPLETE (pure; captures s3 b1-b7).
+
+    `originate_disposition` is SUCCESS when a leg answered and was bridged, else the failure cause
+    (USER_NOT_REGISTERED has no B leg and no last_bridge_hangup_cause, s3 b4). `Answer-State:
+    hangup` means the A leg is gone: the caller hung up, or FreeSWITCH hung it up after a failed
+    bridge without continue_on_fail (s3 b2)."""
+    targets = targets or {}
+    a_gone = done.get("Answer-State") == "hangup"
+    disposition = done.get("variable_originate_disposition") or ""
+    peer = done.get("variable_last_bridge_to") or done.get("variable_bridge_uuid") or ""
+    ended_at = _us(done.get("Event-Date-Timestamp"))
+    if disposition == "SUCCESS" and peer:
+        if a_gone:
+            cause = done.get("Hangup-Cause") or "NORMAL_CLEARING"
+        else:
+            cause = (done.get("variable_last_bridge_hangup_cause") or done.get("variable_bridge_hangup_cause")
+                     or "NORMAL_CLEARING")
+        answered_at = bridge_answer_time_us(bridge) if bridge is not None else 0
+        return DialResult(DialOutcome.ANSWERED, cause, targets.get(peer, last_target), peer,
+                          answered_at_us=answered_at, ended_at_us=ended_at, caller_hung_up=a_gone)
+    cause = (done.get("variable_originate_failed_cause")
+             or (disposition if disposition not in ("", "failure", "SUCCESS") else "")
+             or done.get("variable_last_bridge_hangup_cause")
+             or (done.get("Hangup-Cause") if a_gone else None)
+             or "NORMAL_TEMPORARY_FAILURE")
+    target = last_target
+    for item in reversed(_array_items(done.get("variable_originate_causes"))):
+        uuid = item.split(";", 1)[0]
+        if uuid in targets:
+            target = targets[uuid]
+            break
+    return DialResult(dial_outcome_for_cause(cause), cause, target, None,
+                      ended_at_us=ended_at, caller_hung_up=a_gone)
 
 
 def call_info_from_channel_data(data: Event, switch_name: str) -> CallInfo:
@@ -87,6 +213,7 @@ class FreeSwitchCall(Call):
         self.info = info
         self._cause: str | None = None
         self._fresh: Event | None = None
+        self._bridge_waiter: asyncio.Future[Event] | None = None
         session.add_event_handler(self._on_event)
 
     # -- state ---------------------------------------------------------------------------------
@@ -107,6 +234,8 @@ class FreeSwitchCall(Call):
 
     def _on_event(self, event: Event) -> None:
         self._fresh = event
+        if event.name == BRIDGE_EVENT and self._bridge_waiter is not None and not self._bridge_waiter.done():
+            self._bridge_waiter.set_result(event)
         if self._cause is None and (event.name == "CHANNEL_HANGUP" or event.get("Answer-State") == "hangup"):
             self._cause = event.get("Hangup-Cause") or "NORMAL_CLEARING"
         elif event.name == "CHANNEL_ANSWER" or event.get("Answer-State") == "answered":
@@ -202,11 +331,122 @@ class FreeSwitchCall(Call):
             return CollectResult(CollectOutcome.OK, "", terminator)
         return CollectResult(CollectOutcome.TIMEOUT, "", terminator)
 
-    async def dial(self, spec: DialSpec) -> DialResult:  # INTERIM: replaced by the dial work
-        raise CallError("dial is not implemented on this backend yet")
+    async def dial(self, spec: DialSpec) -> DialResult:
+        """One `bridge` execution (see module notes on dialing); the answer is reported from
+        CHANNEL_BRIDGE, subscribed for the time of the dial only."""
+        if self._cause is not None or self.session.hungup:
+            raise self._gone()
+        variables = self.variables
+        domain = variables.get("domain_name") or variables.get("sip_to_host") or None
+        profile = variables.get("sofia_profile_name") or DEFAULT_SOFIA_PROFILE
+        leg_uuids = [[str(uuidlib.uuid4()) for _ in group] for group in spec.groups]
+        dial = dial_string(spec, domain=domain, profile=profile, leg_uuids=leg_uuids)
+        targets = {
+            uuid: target
+            for group, uuids in zip(spec.groups, leg_uuids)
+            for target, uuid in zip(group, uuids)
+        }
+        last_target = spec.groups[-1][-1]
+        # The A leg's own settings: `continue_on_fail` and `hangup_after_bridge` are read from the A
+        # channel by the bridge app, `ringback` by switch_ivr_originate (transfer_ringback would win
+        # on an answered call: we never set it). One api each, a ~50-byte reply, no event.
+        a_vars = "continue_on_fail=true;hangup_after_bridge=false"
+        await self._api(f"uuid_setvar_multi {self.uuid} {a_vars}")
+        if spec.ringback:
+            await self._api(f"uuid_setvar {self.uuid} ringback {spec.ringback}")
+        loop = asyncio.get_running_loop()
+        bridged: asyncio.Future[Event] = loop.create_future()
+        self._bridge_waiter = bridged
+        await self._command(f"event plain {BRIDGE_EVENT}")
+        try:
+            run = asyncio.ensure_future(self._execute_bridge(dial))
+            try:
+                await asyncio.wait({run, bridged}, return_when=asyncio.FIRST_COMPLETED)
+                answer_event: Event | None = bridged.result() if bridged.done() else None
+                if answer_event is not None and spec.on_answer is not None:
+                    peer = answer_event.get("Bridge-B-Unique-ID") or answer_event.get("Other-Leg-Unique-ID") or ""
+                    target = targets.get(peer, last_target)
+                    try:
+                        await spec.on_answer(DialAnswer(peer, target, bridge_answer_time_us(answer_event)))
+                    except BaseException:
+                        # No leg left behind: the caller decides what happens to the A leg.
+                        await self._kill(peer)
+                        raise
+                done = await run
+            finally:
+                if not run.done():
+                    run.cancel()
+        finally:
+            self._bridge_waiter = None
+            if not self.session.hungup:
+                try:
+                    await self._command(f"nixevent {BRIDGE_EVENT}")
+                except (CallError, CallGone):
+                    pass
+        if not bridged.done():
+            bridged.cancel()
+            answer_event = None
+        else:
+            answer_event = bridged.result()
+        result = dial_result_from_bridge(done, bridge=answer_event, targets=targets, last_target=last_target)
+        if result.caller_hung_up:
+            self._cause = self._cause or done.get("Hangup-Cause") or "NORMAL_CLEARING"
+            if result.outcome is not DialOutcome.ANSWERED:
+                raise self._gone()
+        return result
 
-    async def announce(self, prompt: str) -> None:  # INTERIM: replaced by the dial work
-        raise CallError("announce is not implemented on this backend yet")
+    async def _execute_bridge(self, dial: str) -> Event:
+        """The bridge's completion, whatever the A leg's state (a hangup is read from it)."""
+        try:
+            return await self.session.execute("bridge", dial)
+        except ChannelHungUp as exc:
+            self._cause = self._cause or exc.cause
+            raise self._gone() from None
+        except (ConnectionLost, ReplyTimeout) as exc:
+            self._cause = self._cause or "SWITCH_CONNECTION_LOST"
+            raise CallGone(self._cause, f"lost the switch during 'bridge': {exc}") from None
+        except CommandError as exc:
+            raise CallError(f"bridge {dial}: {exc}") from None
+
+    async def _api(self, command: str) -> str:
+        try:
+            return await self.session.api(command)
+        except CommandError as exc:
+            if self._cause is not None or self.session.hungup:
+                raise self._gone() from None
+            raise CallError(f"{command.split(' ', 1)[0]}: {exc}") from None
+        except (ConnectionLost, ReplyTimeout):
+            self._cause = self._cause or "SWITCH_CONNECTION_LOST"
+            raise self._gone() from None
+
+    async def _command(self, line: str) -> None:
+        try:
+            reply = await self.session.conn.send(line)
+        except (ConnectionLost, ReplyTimeout):
+            self._cause = self._cause or "SWITCH_CONNECTION_LOST"
+            raise self._gone() from None
+        if not isinstance(reply, CommandReply) or not reply.ok:
+            raise CallError(f"{line}: {getattr(reply, 'reply_text', reply)!r}")
+
+    async def _kill(self, uuid: str) -> None:
+        if not uuid:
+            return
+        try:
+            await self.session.api(f"uuid_kill {uuid}", check=False)
+        except ESLError:
+            pass
+
+    async def announce(self, prompt: str) -> None:
+        # uuid_broadcast queues `playback` as a private event on this leg; a bridge runs it inside its
+        # loop with the other leg suspended and goes on (switch_ivr_broadcast, audio_bridge_thread in
+        # switch_ivr_bridge.c). `aleg` alone: the other leg is not put on hold.
+        if _NO_SPACE.search(prompt) or not prompt:
+            raise CallError(f"announce: bad prompt '{prompt}'")
+        if self._cause is not None or self.session.hungup:
+            raise self._gone()
+        reply = await self._api(f"uuid_broadcast {self.uuid} {prompt} aleg")
+        if not reply.startswith("+OK"):
+            raise CallError(f"uuid_broadcast: {reply.strip()}")
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         if _NO_SPACE.search(extension):
