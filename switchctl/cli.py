@@ -270,6 +270,170 @@ def cmd_account(args: argparse.Namespace) -> int:
     return aio.run(go())
 
 
+def _wall_clock_us() -> int:
+    import time
+
+    return time.time_ns() // 1000
+
+
+def _seconds_to_us(text: str) -> int:
+    """'65' or '65.5' seconds → µs, exactly (no float)."""
+    import re
+
+    m = re.fullmatch(r"(\d{1,9})(?:\.(\d{1,6}))?", text.strip())
+    if not m:
+        raise ValueError(f"--seconds '{text}' is not a number of seconds like 65 or 65.5")
+    return int(m.group(1)) * 1_000_000 + int((m.group(2) or "").ljust(6, "0"))
+
+
+def cmd_rates(args: argparse.Namespace) -> int:
+    """`switchctl rates import|export|show|rate`: the site's rate tables in its store."""
+    from .billing.ratecsv import RateCsvError
+    from .billing.ratestore import RateStore, RateStoreError, describe_versions
+    from .billing.rating import NoRate
+    from .store import Store, StoreError
+
+    site = _load_site(args.config)
+
+    async def go() -> int:
+        store = Store.open(site.database_url)
+        try:
+            await store.create_all()
+            rates = RateStore(store, _wall_clock_us)
+            if args.rates_command == "import":
+                v = await rates.import_csv(args.file, args.tenant, args.account_class, args.timezone,
+                                           replace=not args.merge)
+                print(f"imported {args.file} as rate table ({v.tenant}, {v.account_class}) version "
+                      f"{v.version} ({v.mode}): {v.rows} rows, {v.prefixes} prefixes, "
+                      f"{v.currency.code}, {v.timezone}; now current")
+            elif args.rates_command == "export":
+                out = args.output if args.output and args.output != "-" else sys.stdout
+                await rates.export_csv(args.tenant, args.account_class, out, version=args.version)
+                if out is not sys.stdout:
+                    print(f"wrote {args.output}", file=sys.stderr)
+            elif args.rates_command == "show":
+                grouped = describe_versions(await rates.versions())
+                if not grouped:
+                    print("no rate tables (import one: switchctl rates import FILE --class C)")
+                for (tenant, account_class), versions in grouped.items():
+                    print(f"({tenant}, {account_class})")
+                    for v in versions:
+                        mark = "*" if v.current else " "
+                        print(f"  {mark} v{v.version:<4} {v.rows:>8} rows {v.prefixes:>8} prefixes  "
+                              f"{v.currency.code} {v.timezone:<16} {v.mode:<7} "
+                              f"{_stamp(v.created_at_us)}  {v.source}")
+                if grouped:
+                    print("(* = current)")
+            elif args.rates_command == "rate":
+                return await _rate_one(args, rates)
+            return 0
+        except (RateCsvError, RateStoreError, NoRate, StoreError, ValueError) as exc:
+            print(f"rates {args.rates_command}: {exc}" if not isinstance(exc, RateCsvError) else str(exc),
+                  file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+
+    return aio.run(go())
+
+
+def _stamp(at_us: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(at_us // 1_000_000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+async def _rate_one(args: argparse.Namespace, rates) -> int:
+    """`rates rate NUMBER`: the row that rates it and the cost of --seconds."""
+    import datetime as dt
+
+    book = await rates.load()
+    at_us = _wall_clock_us()
+    if args.at:
+        try:
+            when = dt.datetime.fromisoformat(args.at)
+        except ValueError:
+            raise ValueError(f"--at '{args.at}' is not a date and time like 2026-03-01T14:30") from None
+        if when.tzinfo is None:
+            when = when.astimezone()  # the host's local time
+        at_us = int(when.timestamp()) * 1_000_000
+    row = book.rate(args.number, at_us=at_us, tenant=args.tenant, account_class=args.account_class)
+    rate = row.rate
+    code = rate.currency.code
+    print(f"{args.number}: prefix {row.prefix}" + (f" ({row.description})" if row.description else "")
+          + f" from table ({row.tenant}, {row.account_class})"
+          + (f", time band '{row.band.spec}'" if row.band else ""))
+    print(f"  {rate.per_minute.format()} {code}/min, connect fee {rate.connect_fee.format()}, "
+          f"blocks {rate.initial_s}/{rate.increment_s} s, minimum {rate.minimum_s} s, rounding {rate.rounding.value}")
+    duration = _seconds_to_us(args.seconds)
+    billed = rate.billed_us(duration)
+    print(f"  {args.seconds} s answered: billed {billed // 1_000_000} s, costs {rate.cost(duration).format()} {code}")
+    return 0
+
+
+def cmd_booth(args: argparse.Namespace) -> int:
+    """`switchctl booth open|bill|collect|list`: phone-bar booth sessions."""
+    from .billing.accounts import AccountError, Accounts
+    from .billing.booths import BoothError, Booths, booth_extensions
+    from .billing.ledger import Ledger, LedgerError
+    from .billing.money import CurrencyMismatch, Money, currency
+    from .store import Store, StoreError
+
+    site = _load_site(args.config)
+
+    async def go() -> int:
+        store = Store.open(site.database_url)
+        try:
+            await store.create_all()
+            ledger = Ledger(store, _wall_clock_us)
+            accounts = Accounts(store, _wall_clock_us)
+            booths = Booths(store, ledger, accounts, booths=booth_extensions(site.phones),
+                            tenant=args.tenant, currency_=currency(getattr(args, "currency", "EUR")),
+                            clock=_wall_clock_us)
+
+            async def amount(text: str | None) -> Money | None:
+                if text is None:
+                    return None
+                account = await accounts.find(args.booth, tenant=args.tenant)
+                return Money.parse(text, account.currency if account else booths.currency)
+
+            command = args.booth_command
+            if command == "open":
+                bill = await booths.open(args.booth, deposit=await amount(args.deposit))
+                deposit = f", deposit {bill.credited.format()} {bill.currency.code}" if bill.credits else ""
+                print(f"booth {args.booth}: session open{deposit}")
+            elif command == "bill":
+                print((await booths.bill(args.booth)).text(), end="")
+            elif command == "collect":
+                done = await booths.collect(args.booth, await amount(args.paid))
+                print(done.bill.text(), end="")
+                code = done.bill.currency.code
+                if done.paid:
+                    print(f"collected {done.paid.format()} {code}; booth {args.booth} is free")
+                elif done.returned:
+                    print(f"give back {done.returned.format()} {code}; booth {args.booth} is free")
+                else:
+                    print(f"nothing due; booth {args.booth} is free")
+            elif command == "list":
+                bills = await booths.list()
+                if not bills:
+                    print("no open booth sessions")
+                for bill in bills:
+                    code = bill.currency.code
+                    live = f", {len(bill.live_calls)} call(s) in progress" if bill.live_calls else ""
+                    print(f"{bill.booth:<8} since {_stamp(bill.opened_at_us) if bill.opened_at_us else '?'}  "
+                          f"{len(bill.lines):>3} call(s)  total {bill.total.format():>9} {code}  "
+                          f"due {bill.due.format():>9} {code}{live}")
+            return 0
+        except (BoothError, AccountError, LedgerError, CurrencyMismatch, StoreError, ValueError) as exc:
+            print(f"booth {args.booth_command}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+
+    return aio.run(go())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .controller import Controller
 
@@ -326,6 +490,53 @@ def cmd_flow_test(args: argparse.Namespace) -> int:
     )
     print(report.text())
     return 0 if report.ok else 1
+
+
+def _add_rates_parser(sub, with_site) -> None:
+    rates = sub.add_parser("rates", help="rate tables in the store (CSV import/export)")
+    rsub = rates.add_subparsers(dest="rates_command", required=True)
+
+    def table_args(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--class", dest="account_class", required=True,
+                        help="account class of the table ('default' for the fallback table)")
+        sp.add_argument("--tenant", default="default")
+        sp.set_defaults(func=cmd_rates)
+        return sp
+
+    sp = table_args(with_site(rsub.add_parser("import", help="import a rate CSV as the table's new version")))
+    sp.add_argument("file", help="rate CSV (docs/RATING.md); checked whole before anything is written")
+    sp.add_argument("--timezone", help="IANA timezone of the table's time bands (default: the file's, or UTC)")
+    sp.add_argument("--merge", action="store_true",
+                    help="keep the current version's other prefixes (default: the file replaces the table)")
+    sp = table_args(with_site(rsub.add_parser("export", help="write a table as canonical CSV")))
+    sp.add_argument("-o", "--output", help="file to write (default: standard output)")
+    sp.add_argument("--version", type=int, help="a stored version (default: the current one)")
+    sp = table_args(with_site(rsub.add_parser("rate", help="which rate a number gets and what N seconds cost")))
+    sp.add_argument("number", help="destination digits, optional leading +")
+    sp.add_argument("--seconds", default="60", help="answered duration to price (default 60)")
+    sp.add_argument("--at", help="call time, ISO like 2026-03-01T14:30 (default now; time bands use it)")
+    sp = with_site(rsub.add_parser("show", help="tables, versions and row counts"))
+    sp.set_defaults(func=cmd_rates)
+
+
+def _add_booth_parser(sub, with_site) -> None:
+    booth = sub.add_parser("booth", help="phone-bar booth sessions: bill and collect")
+    bsub = booth.add_subparsers(dest="booth_command", required=True)
+
+    def booth_args(sp: argparse.ArgumentParser, *, named: bool = True) -> argparse.ArgumentParser:
+        if named:
+            sp.add_argument("booth", help="the booth phone's extension")
+        sp.add_argument("--tenant", default="default")
+        sp.set_defaults(func=cmd_booth)
+        return sp
+
+    sp = booth_args(with_site(bsub.add_parser("open", help="open a session (optional: a deposit)")))
+    sp.add_argument("--deposit", help="money the customer leaves, e.g. 10.00 (what is left goes back)")
+    sp.add_argument("--currency", default="EUR", help="currency of the booth's account if it is created now")
+    booth_args(with_site(bsub.add_parser("bill", help="the open session's bill (or the last one)")))
+    sp = booth_args(with_site(bsub.add_parser("collect", help="settle and close the session")))
+    sp.add_argument("--paid", help="amount handed over; must be the amount due (default: the amount due)")
+    booth_args(with_site(bsub.add_parser("list", help="open sessions with running totals")), named=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("--tenant", default="default")
     sp.set_defaults(func=cmd_account)
+
+    _add_rates_parser(sub, with_site)
+    _add_booth_parser(sub, with_site)
 
     flow = sub.add_parser("flow", help="call-flow tools")
     fsub = flow.add_subparsers(dest="flow_command", required=True)
