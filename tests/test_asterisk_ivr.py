@@ -1,21 +1,28 @@
-"""The example phone-bar IVR on a real Asterisk 22 (chroot) with real sipp calls and RFC 2833 DTMF.
+"""The IVR suite (tests/ivr_cases.py) on a real Asterisk 22 (chroot), with real sipp calls and RFC 2833 DTMF.
 
 The controller runs in-process with a site whose only switch is the chroot Asterisk (ARI
-127.0.0.1:8088, app switchctl); sipp calls a number, Asterisk's default dialplan sends it into
-Stasis(switchctl,inbound,<n>), and the flow drives the call over ARI. Expectations follow
-tests/test_ivr_sim.py. Two differences, both for time: the flows are the example's with shorter
-menu timeouts (2 s, inter-digit 1 s), and a transfer to a booth is checked by the channel coming
-back into Stasis with the booth's number (the default dialplan's [from-loopback] sends every number
-there; no flow claims 1005, so the controller then rejects it with UNALLOCATED_NUMBER).
+127.0.0.1:8088, app switchctl) and whose flows are the suite's (tests/sites/ivr/dialplans/, the same
+files the FreeSWITCH runner uses); sipp calls a number, Asterisk's default dialplan sends it into
+Stasis(switchctl,inbound,<n>), and the flow drives the call over ARI. Every case of the table runs
+at once (one sipp per call), then each is checked against the table's expectations.
+
+The adapter (what is Asterisk's own, not the table's):
+- the caller is a sipp RTP stream: the case's actions become DTMF at their times, a hangup is the
+  caller's BYE once the stream is through;
+- prompts are what the controller asked Asterisk to play (sound:... by name, digits:<n>);
+- a transfer out of the controller is ARI /continue into the dialplan: the default dialplan's
+  [from-loopback] sends every number back into Stasis, so a transfer landed when the same channel
+  re-entered the controller with the new number (no flow claims 1000 or 1005: it is then rejected).
 
 Sounds: the example's sounds are copied into the chroot at sounds/switchctl/<site>/, the layout
 deploy will install (switch/asterisk_media.py).
+
+After the table, the Asterisk backend alone (no flows): barge-in, tones, variables, causes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -23,24 +30,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
+from switchctl import democall
 from switchctl.ari import AriClient
 from switchctl.config.site import load_site
 from switchctl.controller import Controller
 from switchctl.flows import FlowTrace
 from switchctl.sitecheck import check_site
-from switchctl import democall
 from switchctl.switch.asterisk import AsteriskCall, AsteriskSwitch, sound_uri_for_site
 from switchctl.switch.call import CallGone, CollectOutcome, CollectSpec
 from tests.asterisk_fixture import SIPP_DIR, AsteriskEnv, asterisk, run_sipp  # noqa: F401
+from tests.ivr_cases import (
+    BY_ID,
+    CASE_IDS,
+    CASES,
+    DIGIT_GAP,
+    FLOWS_DIR,
+    OPERATOR,
+    SOUNDS_DIR,
+    HangUp,
+    IvrCase,
+    Keys,
+    Observed,
+    check,
+)
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "phonebar"
 SITE_NAME = "astivr"
+CALL_LIMIT_S = 30  # one sipp call, from INVITE to BYE
 
-Step = tuple[float, str]  # (seconds after the previous step, digit)
+Step = tuple[float, str]  # (seconds after the previous step, digit; "" = nothing, the end of the stream)
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -49,19 +72,12 @@ Step = tuple[float, str]  # (seconds after the previous step, digit)
 def _install_sounds(env: AsteriskEnv) -> Path:
     target = env.base_dir / "root" / "usr" / "share" / "asterisk" / "sounds" / "switchctl" / SITE_NAME
     target.mkdir(parents=True, exist_ok=True)
-    for wav in (EXAMPLE / "sounds").glob("*.wav"):
+    for wav in SOUNDS_DIR.glob("*.wav"):
         shutil.copyfile(wav, target / wav.name)
     return target
 
 
 def _write_site(tmp: Path, env: AsteriskEnv) -> Path:
-    dialplans = tmp / "dialplans"
-    dialplans.mkdir()
-    for flow in (EXAMPLE / "dialplans").glob("*.yaml"):
-        text = flow.read_text()
-        text = re.sub(r"(?m)^(\s+)timeout: 5$", r"\1timeout: 2", text)
-        text = re.sub(r"(?m)^(\s+)inter_digit_timeout: 2$", r"\1inter_digit_timeout: 1", text)
-        (dialplans / flow.name).write_text(text)
     site = tmp / "site.yaml"
     site.write_text("\n".join([
         f"site: {SITE_NAME}",
@@ -72,13 +88,14 @@ def _write_site(tmp: Path, env: AsteriskEnv) -> Path:
          f"password: {env.ari_password}, app: {env.app}}}"),
         f"    sip: {{ip: 127.0.0.1, port: {env.sip_port}}}",
         f"    conf_dir: {tmp / 'conf'}",
-        "flows: dialplans/",
-        f"sounds: [{EXAMPLE / 'sounds'}]",
+        'database: "sqlite+aiosqlite:///:memory:"',
+        f"flows: {FLOWS_DIR}",
+        f"sounds: [{SOUNDS_DIR}]",
         "phones:",
-        '  - {extension: "1000", name: Operator, password: op-1000}',
+        f'  - {{extension: "{OPERATOR}", name: Operator, password: op-1000}}',
         '  - {range: "1001-1010", name: "Booth {n}", booth: true, password: "booth-{extension}"}',
         "values:",
-        '  operator: "1000"',
+        f'  operator: "{OPERATOR}"',
     ]) + "\n")
     return site
 
@@ -105,6 +122,25 @@ def _scenario(tmp: Path, template: str, script: Sequence[Step], caller: str) -> 
     return path
 
 
+def dtmf_script(case: IvrCase) -> list[Step]:
+    """The case's actions as a timed RTP caller: each action `after` seconds after the previous one,
+    the digits of one action DIGIT_GAP apart; a silent try sends nothing (its time passes)."""
+    steps: list[Step] = []
+    carry = 0.0
+    for action in case.actions:
+        if isinstance(action, HangUp):
+            steps.append((carry + action.after, ""))  # the stream ends here, then the BYE
+            break
+        assert isinstance(action, Keys)
+        if not action.digits:
+            carry += action.after
+            continue
+        for i, digit in enumerate(action.digits):
+            steps.append(((carry + action.after) if i == 0 else DIGIT_GAP, digit))
+        carry = -DIGIT_GAP * (len(action.digits) - 1)  # `after` counts from the action's first digit
+    return steps
+
+
 @dataclass
 class Played:
     channel: str
@@ -112,10 +148,20 @@ class Played:
 
 
 @dataclass
+class Entry:
+    """A channel entering the controller (Stasis): a new call, or one coming back after /continue."""
+
+    channel: str
+    destination: str
+    caller: str
+
+
+@dataclass
 class Harness:
     env: AsteriskEnv
     tmp: Path
     controller: Controller
+    entries: list[Entry] = field(default_factory=list)
     traces: list[tuple[str, FlowTrace | None]] = field(default_factory=list)
     played: list[Played] = field(default_factory=list)
     _trace_added: asyncio.Event = field(default_factory=asyncio.Event)
@@ -124,50 +170,65 @@ class Harness:
         self.traces.append((uuid, trace))
         self._trace_added.set()
 
-    async def call(self, number: str, script: Sequence[Step] = (), *, caller: str = "5550100",
-                   caller_hangs_up: bool = False, timeout_s: int = 30) -> tuple[str, FlowTrace]:
-        """One sipp call; returns (channel id, trace) of the flow that ran for `number`."""
-        template = "uac_ivr_script_caller_bye.xml" if caller_hangs_up else "uac_ivr_script_wait_bye.xml"
-        scenario = _scenario(self.tmp, template, script, caller)
-        seen = len(self.traces)
-        result = await run_sipp(self.env, scenario, number, timeout_s=timeout_s)
-        assert result.returncode == 0, f"sipp exit {result.returncode}:\n{result.stdout[-2500:]}\n{result.stderr[-1500:]}"
-        return await self.trace_for(number, seen)
+    async def call(self, case: IvrCase) -> Observed:
+        """One sipp call for `case`; what the controller and Asterisk made of it."""
+        script = dtmf_script(case)
+        template = "uac_ivr_script_caller_bye.xml" if case.caller_hangs_up else "uac_ivr_script_wait_bye.xml"
+        result = await run_sipp(self.env, _scenario(self.tmp, template, script, case.caller), case.number,
+                                timeout_s=CALL_LIMIT_S)
+        assert result.returncode == 0, (f"{case.id}: sipp exit {result.returncode}:\n{result.stdout[-2500:]}\n"
+                                        f"{result.stderr[-1500:]}")
+        return await self.observe(case)
 
-    async def trace_for(self, number: str, start: int = 0, timeout: float = 5.0) -> tuple[str, FlowTrace]:
+    async def observe(self, case: IvrCase, timeout: float = 5.0) -> Observed:
+        # the newest call from the case's caller to its number (the table's callers are all different)
+        channel = next((e.channel for e in reversed(self.entries) if (e.destination, e.caller) == (case.number, case.caller)),
+                       None)
+        assert channel is not None, f"{case.id}: no call from {case.caller} to {case.number} reached the controller"
+        trace = await self._first_trace(channel, timeout)
+        assert trace is not None, f"{case.id}: no flow ran on {channel}"
+        # a transfer landed: the channel re-entered with the transferred number (rejected: no flow)
+        later = [e.destination for e in self.entries if e.channel == channel][1:]
+        transfer_to = later[0] if len(later) == 1 else (", ".join(later) if later else None)
+        if trace.result == "transferred" and later:
+            await self._trace_count(channel, 1 + len(later), timeout)
+        return Observed(list(trace.steps), trace.result, trace.cause, self.prompts(channel), transfer_to,
+                        [f"channel {channel}"])
+
+    async def _first_trace(self, channel: str, timeout: float) -> FlowTrace | None:
+        await self._trace_count(channel, 1, timeout)
+        return next(t for uuid, t in self.traces if uuid == channel)
+
+    async def _trace_count(self, channel: str, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while True:
-            for uuid, trace in self.traces[start:]:
-                if trace is not None and trace.steps and self._destination(uuid, trace) == number:
-                    return uuid, trace
+        while sum(1 for uuid, _ in self.traces if uuid == channel) < count:
             left = deadline - time.monotonic()
-            assert left > 0, f"no trace for {number}; traces: {self.traces[start:]}"
+            assert left > 0, f"channel {channel}: fewer than {count} controller runs; traces: {self.traces}"
             self._trace_added.clear()
             try:
                 await asyncio.wait_for(self._trace_added.wait(), left)
             except TimeoutError:
                 pass
 
-    def _destination(self, uuid: str, trace: FlowTrace) -> str:
-        flow = trace.steps[0][0]
-        return {"main": "9000", "hours": "9001"}.get(flow, "?")
-
     def prompts(self, channel: str) -> list[str]:
-        """The sound names played on `channel`, in order (digits:/number: as they are)."""
+        """What the controller asked Asterisk to play on `channel`, by name (tones and silences left out)."""
         out = []
         for played in self.played:
             if played.channel == channel:
-                out += [m.rsplit("/", 1)[-1] if m.startswith("sound:") else m for m in played.media]
+                for media in played.media:
+                    if media.startswith("sound:"):
+                        out.append(media.rsplit("/", 1)[-1])
+                    elif media.startswith(("digits:", "number:")):
+                        out.append(media)
         return out
 
 
-@pytest.fixture
-async def harness(asterisk: AsteriskEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    _install_sounds(asterisk)
-    site = load_site(_write_site(tmp_path, asterisk))
+async def _start_harness(env: AsteriskEnv, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    _install_sounds(env)
+    site = load_site(_write_site(tmp, env))
     checked = check_site(site)
     assert checked.ok, checked.report()
-    h = Harness(asterisk, tmp_path, Controller(site, checked.flows))
+    h = Harness(env, tmp, Controller(site, checked.flows))
     h.controller.on_trace = h.on_trace
     original_play = AriClient.play
 
@@ -176,98 +237,71 @@ async def harness(asterisk: AsteriskEnv, tmp_path: Path, monkeypatch: pytest.Mon
         return await original_play(self, channel_id, media, **kw)
 
     monkeypatch.setattr(AriClient, "play", recording_play)
+    handle = h.controller.handle_asterisk_call  # looked up per call by the controller's on_call
+
+    async def recording_handle(call: AsteriskCall, switch_name: str) -> None:
+        h.entries.append(Entry(call.uuid, call.info.destination, call.info.caller_number))
+        await handle(call, switch_name)
+
+    monkeypatch.setattr(h.controller, "handle_asterisk_call", recording_handle)
     await h.controller.start()
     await h.controller.asterisks["ast1"].wait_connected(10)
-    try:
-        yield h
-    finally:
-        await h.controller.stop(grace=2)
+    return h
 
 
-# ------------------------------------------------------------------------------------------ the example IVR
+@dataclass
+class TableRun:
+    seen: dict[str, Observed | BaseException]
+    after_hangups: Observed | BaseException  # a call placed once the table's calls (caller hangups too) ended
+    active_after: int
+    took_s: float
 
 
-async def test_menu_to_submenu_and_back_then_timeouts(harness: Harness) -> None:
-    started = time.monotonic()
-    channel, trace = await harness.call("9000", [(1.2, "1"), (2.0, "9")])
-    assert trace.path == ["answer", "main_menu", "rates_menu", "main_menu", "goodbye"]
-    assert [s[2] for s in trace.steps[:4]] == ["next", "1", "9", "timeout"]
-    assert trace.result == "hangup" and trace.cause == "NORMAL_CLEARING"
-    # back in the main menu: its greeting, two silent retries with the short greeting, the exit sound
-    assert harness.prompts(channel)[-4:] == ["welcome", "main_short", "main_short", "goodbye"]
-    assert harness.prompts(channel)[:2] == ["welcome", "rates_menu"]
-    assert time.monotonic() - started < 20
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def table(asterisk: AsteriskEnv, tmp_path_factory: pytest.TempPathFactory) -> TableRun:
+    """Every case at once, then one more call; the controller is stopped before any check runs (the
+    backend tests below take the Stasis app over)."""
+    tmp = tmp_path_factory.mktemp("asterisk_ivr")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        h = await _start_harness(asterisk, tmp, monkeypatch)
+        try:
+            started = time.monotonic()
+            results = await asyncio.gather(*(h.call(case) for case in CASES), return_exceptions=True)
+            took = time.monotonic() - started
+            again = BY_ID["opening_hours_dialled_directly"]
+            after: Observed | BaseException
+            try:
+                after = await h.call(again)
+            except (AssertionError, TimeoutError) as exc:
+                after = exc
+            await asyncio.sleep(0.2)
+            active = h.controller.stats.active
+        finally:
+            await h.controller.stop(grace=2)
+    return TableRun(dict(zip(CASE_IDS, results)), after, active, took)
 
 
-async def test_invalid_entries_reach_invalid_outcome(harness: Harness) -> None:
-    channel, trace = await harness.call("9000", [(1.0, "7"), (1.5, "8"), (1.5, "5")])
-    assert trace.steps[1][2] == "invalid"
-    assert trace.path[-1] == "goodbye"
-    assert trace.result == "hangup" and trace.cause == "NORMAL_CLEARING"
-    prompts = harness.prompts(channel)
-    assert prompts.count("invalid") == 3 and prompts[-1] == "goodbye"
+# ------------------------------------------------------------------------------------------ the table
 
 
-async def test_direct_dial_of_a_booth_continues_in_the_dialplan(harness: Harness) -> None:
-    seen = len(harness.traces)
-    channel, trace = await harness.call("9000", [(1.0, "1"), (0.25, "0"), (0.25, "0"), (0.25, "5")])
-    assert trace.steps[1][2] == "direct_dial"
-    assert trace.result == "transferred"
-    # /continue took the channel to [from-loopback] 1005, which sent it back into Stasis: the same
-    # channel reached the controller again, with 1005 as its number (no flow: rejected)
-    later = [(uuid, t) for uuid, t in harness.traces[seen:] if uuid == channel and t is None]
-    assert later, harness.traces[seen:]
-    assert harness.controller.stats.active == 0
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_ivr_case(table: TableRun, case: IvrCase) -> None:
+    seen = table.seen[case.id]
+    if isinstance(seen, BaseException):
+        raise seen
+    check(case, seen)
 
 
-async def test_operator_option_transfers_to_site_operator(harness: Harness) -> None:
-    channel, trace = await harness.call("9000", [(1.0, "0")])
-    assert trace.path[-2:] == ["operator", "to_operator"]
-    assert trace.result == "transferred"
-    assert "operator" in harness.prompts(channel)
+def test_every_case_ran_at_once_and_none_is_left(table: TableRun) -> None:
+    longest = 15.0  # the longest case (the sub-menu and back, then 3 timeouts) is about 12 s alone
+    assert table.took_s < longest, f"the table's {len(CASES)} concurrent calls took {table.took_s:.1f} s"
+    assert table.active_after == 0
 
 
-async def test_say_callers_number_as_digits(harness: Harness) -> None:
-    channel, trace = await harness.call("9000", [(1.0, "2"), (5.0, "")], caller="5550123", caller_hangs_up=True)
-    assert "say_number" in trace.path
-    assert "digits:5550123" in harness.prompts(channel)
-    assert trace.result == "caller_hangup" and trace.cause == "NORMAL_CLEARING"
-
-
-async def test_transfer_to_another_flow_in_process(harness: Harness) -> None:
-    channel, trace = await harness.call("9000", [(1.0, "3")])
-    assert ("hours", "message", "next") in trace.steps
-    assert trace.result == "hangup"
-    assert harness.prompts(channel)[-2:] == ["hours", "goodbye"]
-
-
-async def test_caller_hangs_up_in_the_middle_of_a_collect(harness: Harness) -> None:
-    _channel, trace = await harness.call("9000", [(1.5, "")], caller_hangs_up=True)
-    assert trace.result == "caller_hangup"
-    assert trace.steps[-1] == ("main", "main_menu", "caller_hangup")
-    assert trace.cause == "NORMAL_CLEARING"  # a BYE without Reason: Asterisk's cause 0
-    # and the controller keeps serving: the next call runs normally
-    _channel2, trace2 = await harness.call("9001")
-    assert trace2.result == "hangup"
-
-
-async def test_concurrent_calls_are_independent(harness: Harness) -> None:
-    scripts: list[tuple[str, list[Step], bool]] = [
-        ("9001", [], False),
-        ("9000", [(1.0, "3")], False),
-        ("9000", [(1.0, "0")], False),
-        ("9000", [(1.0, "")], True),
-    ]
-    seen = len(harness.traces)
-    results = await asyncio.gather(*(
-        run_sipp(harness.env, _scenario(harness.tmp, "uac_ivr_script_caller_bye.xml" if bye
-                                        else "uac_ivr_script_wait_bye.xml", script, "5550100"), number)
-        for number, script, bye in scripts))
-    assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stdout[-1500:] for r in results if r.returncode]
-    await asyncio.sleep(0.5)
-    outcomes = sorted(t.result for _u, t in harness.traces[seen:] if t is not None)
-    assert outcomes == sorted(["hangup", "hangup", "transferred", "caller_hangup"])
-    assert harness.controller.stats.active == 0
+def test_the_controller_keeps_serving_after_caller_hangups(table: TableRun) -> None:
+    if isinstance(table.after_hangups, BaseException):
+        raise table.after_hangups
+    check(BY_ID["opening_hours_dialled_directly"], table.after_hangups)
 
 
 # ------------------------------------------------------------------------------------------ the backend alone

@@ -1,11 +1,14 @@
-"""The example phone-bar IVR end to end: controller + real ESL stack + a switch.
+"""The IVR suite (tests/ivr_cases.py) on FreeSWITCH: the simulator, or a real one.
 
 Calls are loopback calls originated over the switch's inbound ESL and steered with uuid_send_dtmf
 (switchctl.calldriver), the switch's dialplan hands them to the controller's outbound socket, so
 the path covers the flow runtime, the FreeSWITCH backend, the ESL codec and connections, and the
 switch. The switch is our simulator, or a real FreeSWITCH when SWITCHCTL_FS_ESL=host:port:password
-is set (SWITCHCTL_FS_OUTBOUND=host:port is where its deployed dialplan sends calls): one suite, two
-targets, the same expectations.
+is set (SWITCHCTL_FS_OUTBOUND=host:port is where its deployed dialplan sends calls; the dialplan
+rendered for tests/sites/ivr or for examples/phonebar: the same numbers, extensions and outbound
+port): one table, every switch, the same expectations.
+
+After the table, checks that only make sense on the event socket (bytes per call, broken frames).
 """
 
 from __future__ import annotations
@@ -16,20 +19,32 @@ from pathlib import Path
 
 import pytest
 
+from switchctl.calldriver import CallOutcome
 from switchctl.config.site import load_site
 from switchctl.esl.codec import FrameParser, decode
+from switchctl.flows import FlowTrace
 from switchctl.flowtest import target_from_env
 from switchctl.sim import UserBehaviour
 from switchctl.sitecheck import check_site
 from tests.capturepaths import CAPTURES
+from tests.ivr_cases import (
+    BY_ID,
+    CASE_IDS,
+    CASES,
+    SITE_FILE,
+    HangUp,
+    IvrCase,
+    Observed,
+    check,
+    flows_differ_from_example,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "phonebar" / "site.yaml"
+_SILENT = ("silence_stream://", "tone_stream://")
 
 
 @pytest.fixture
 def site():
-    return load_site(EXAMPLE)
+    return load_site(SITE_FILE)
 
 
 @pytest.fixture
@@ -46,84 +61,94 @@ async def harness(site, flows):
         yield target
 
 
-def apps(result) -> list[str]:
-    return [app for app, _arg, _resp in result.apps]
+# ------------------------------------------------------------------------------------------ the adapter
 
 
-async def test_menu_to_submenu_and_back_then_timeouts(harness):
-    trace, result = await harness.call("9000", ["1", "9"])
-    assert trace.path == ["answer", "main_menu", "rates_menu", "main_menu", "goodbye"]
-    assert [s[2] for s in trace.steps[:4]] == ["next", "1", "9", "timeout"]
-    assert trace.result == "hangup"
-    assert result.hangup_cause == "NORMAL_CLEARING"
-    prompts = []
-    for app, arg, _ in result.apps:
-        if app == "play_and_get_digits":
-            prompts.append(arg.split(" ")[5].rsplit("/", 1)[-1])
-        elif app == "playback":
-            prompts.append(arg.rsplit("/", 1)[-1])
-    # back in the main menu: its greeting, two silent retries with the short greeting, the exit sound
-    assert prompts[-4:] == ["welcome.wav", "main_short.wav", "main_short.wav", "goodbye.wav"]
+def presses(case: IvrCase) -> list[str]:
+    """The driver plays one entry per digit collection: the timings are for callers on a clock."""
+    return ["hangup" if isinstance(action, HangUp) else (action.digits or "-") for action in case.actions]
 
 
-async def test_long_greeting_first_then_short(harness):
-    _trace, result = await harness.call("9000", ["-", "-", "-"])
-    pagd = [arg for app, arg, _ in result.apps if app == "play_and_get_digits"]
-    assert "welcome.wav" in pagd[0]
-    assert all("main_short.wav" in arg for arg in pagd[1:])
+def _sounds(arg: str) -> list[str]:
+    files = arg[len("file_string://"):].split("!") if arg.startswith("file_string://") else [arg]
+    return [Path(f).stem for f in files if f and not f.startswith(_SILENT)]
 
 
-async def test_invalid_entries_reach_invalid_outcome(harness):
-    trace, result = await harness.call("9000", ["7", "8", "5"])
-    assert trace.steps[1][2] == "invalid"
-    assert trace.path[-1] == "goodbye"
-    assert result.hangup_cause == "NORMAL_CLEARING"
+def prompts_of(outcome: CallOutcome) -> list[str]:
+    """The prompts the switch played, from the applications it ran (play_and_get_digits' 6th field is
+    its prompt; its invalid-sound field is never used by the flows: silence)."""
+    out: list[str] = []
+    for app, arg, _response in outcome.apps:
+        if app == "playback":
+            out += _sounds(arg)
+        elif app == "play_and_get_digits":
+            out += _sounds(arg.split(" ")[5])
+        elif app == "say":  # "en number iterated 5550123"
+            _lang, _type, method, value = arg.split(" ")
+            out.append(f"{'digits' if method == 'iterated' else 'number'}:{value}")
+    return out
 
 
-async def test_direct_dial_of_a_booth_transfers_to_it(harness):
-    trace, result = await harness.call("9000", ["1005"])
-    assert trace.steps[1][2] == "direct_dial"
-    assert trace.result == "transferred"
-    assert ("transfer", "1005 XML default") in [(a, arg) for a, arg, _ in result.apps]
-    assert "bridge" in apps(result)  # the switch's dialplan bridged the booth after the transfer
+def observe(trace: FlowTrace | None, outcome: CallOutcome) -> Observed:
+    assert trace is not None, f"no flow ran for the call to {outcome.dial}: {outcome.apps}"
+    notes = [f"switch hangup cause {outcome.hangup_cause}"]
+    cause = trace.cause
+    if trace.result != "transferred" and outcome.hangup_cause != trace.cause:
+        cause = f"{trace.cause} (the switch says {outcome.hangup_cause})"
+    # A transfer out of the controller is FreeSWITCH's `transfer <n> XML default`; it landed when the
+    # switch's dialplan went on to bridge the number (the simulator's dialplan is the rendered one).
+    transfer_to = None
+    apps = [(app, arg) for app, arg, _ in outcome.apps]
+    for i, (app, arg) in enumerate(apps):
+        if app == "transfer":
+            number = arg.split(" ")[0]
+            # the simulator bridges user/<n>; the rendered dialplan user/<n>@<domain>
+            landed = any(a == "bridge" and (b == f"user/{number}" or b.startswith(f"user/{number}@"))
+                         for a, b in apps[i:])
+            transfer_to = number if landed else f"{number} (never bridged)"
+    # Every call reaches the controller once: a transfer to another flow stays on the same socket.
+    sockets = [app for app, _ in apps].count("socket")
+    if sockets != 1:
+        notes.append(f"{sockets} socket sessions")
+        transfer_to = f"{transfer_to} after {sockets} socket sessions"
+    return Observed(list(trace.steps), trace.result, cause, prompts_of(outcome), transfer_to, notes)
 
 
-async def test_operator_option_transfers_to_site_operator(harness):
-    trace, result = await harness.call("9000", ["0"])
-    assert trace.path[-2:] == ["operator", "to_operator"]
-    assert ("transfer", "1000 XML default") in [(a, arg) for a, arg, _ in result.apps]
+async def run_case(harness, case: IvrCase) -> Observed:
+    trace, outcome = await harness.call(case.number, presses(case), caller=case.caller)
+    assert not outcome.press_errors, outcome.press_errors
+    return observe(trace, outcome)
 
 
-async def test_say_callers_number_as_digits(harness):
-    trace, result = await harness.call("9000", ["2", "hangup"], caller="5550123")
-    assert "say_number" in trace.path
-    assert ("say", "en number iterated 5550123") in [(a, arg) for a, arg, _ in result.apps]
-    assert trace.result == "caller_hangup"
+# ------------------------------------------------------------------------------------------ the table
 
 
-async def test_transfer_to_another_flow_in_process(harness):
-    trace, result = await harness.call("9000", ["3"])
-    assert ("hours", "message", "next") in trace.steps
-    assert trace.result == "hangup"
-    assert apps(result).count("socket") == 1  # a flow transfer stays on the same socket
+def test_the_suite_flows_are_the_example_flows_with_short_timeouts():
+    assert flows_differ_from_example() == []
+    assert len({case.caller for case in CASES}) == len(CASES)
 
 
-async def test_caller_hangs_up_in_the_middle_of_a_collect(harness):
-    trace, result = await harness.call("9000", ["hangup"])
-    assert trace.result == "caller_hangup"
-    assert result.caller_hangup_cause == "NORMAL_CLEARING"
-    # and the controller keeps serving: the next call runs normally
-    trace2, _ = await harness.call("9000", ["1", "9"])
-    assert trace2.result == "hangup"
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+async def test_ivr_case(harness, case: IvrCase):
+    check(case, await run_case(harness, case))
 
 
 async def test_concurrent_calls_are_independent(harness):
-    scripts = [["1", "9"], ["0"], ["1005"], ["hangup"], ["7", "8", "5"]] * 4
-    results = await asyncio.gather(*(harness.call("9000", s) for s in scripts))
-    outcomes = [trace.result for trace, _ in results]
-    assert outcomes == [{"1": "hangup", "0": "transferred", "1005": "transferred", "hangup": "caller_hangup",
-                         "7": "hangup"}[s[0]] for s in scripts]
+    batch = list(CASES) * 3
+    seen = await asyncio.gather(*(run_case(harness, case) for case in batch))
+    for case, observed in zip(batch, seen):
+        check(case, observed)
     assert harness.controller.stats.active == 0
+
+
+async def test_the_controller_keeps_serving_after_caller_hangups(harness):
+    for case_id in ("caller_hangs_up_in_the_middle_of_a_collect", "say_callers_number_as_digits",
+                    "menu_to_submenu_and_back_then_timeouts"):
+        check(BY_ID[case_id], await run_case(harness, BY_ID[case_id]))
+    assert harness.controller.stats.active == 0
+
+
+# ------------------------------------------------------------------------------------------ the event socket only
 
 
 async def test_esl_bytes_per_call_stay_small(harness):
@@ -142,8 +167,8 @@ async def test_a_broken_frame_on_one_call_does_not_disturb_others(harness, caplo
     assert (await reader.readuntil(b"\n\n")).startswith(b"connect")
     writer.write(b"Content-Type: command/reply\nthis line has no colon\n\n")
     await writer.drain()
-    ok_trace, _ = await harness.call("9000", ["1", "9"])
-    assert ok_trace.result == "hangup"
+    case = BY_ID["menu_to_submenu_and_back_then_timeouts"]
+    check(case, await run_case(harness, case))
     assert await reader.read() == b""  # the controller dropped the broken session
     writer.close()
     assert any("protocol" in r.getMessage().lower() or "protocol" in str(r.__dict__.get("error", "")).lower()
@@ -155,8 +180,8 @@ async def test_a_switch_closing_mid_command_ends_only_that_call(harness):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     await reader.readuntil(b"\n\n")  # `connect` sent by the controller, no reply: close now
     writer.close()
-    trace, _ = await harness.call("9000", ["0"])
-    assert trace.result == "transferred"
+    case = BY_ID["operator_option_transfers_to_site_operator"]
+    check(case, await run_case(harness, case))
 
 
 def test_connect_reply_parses_as_channel_data():
