@@ -172,7 +172,7 @@ def test_number_limits_caller_flagged_callee_refused_for_rating() -> None:
 
 
 @pytest.mark.parametrize("bad,message", [
-    ('"x","y"', "2 columns, the cdr_csv template has 46"),
+    ('"x","y"', r"2 columns, the cdr_csv template has 49 \(switchctl's\) or 46"),
     ("", "expected one CSV row, found 0"),
 ])
 def test_fs_csv_bad_rows_name_file_and_line(bad: str, message: str) -> None:
@@ -302,11 +302,12 @@ def test_ast_custom_as_rendered() -> None:
               "lastdata": "PJSIP/sipp/sip:4000@127.0.0.1:5091,10", "start(double)": "1795633518.343393",
               "answer(double)": "1795633519.346821", "end(double)": "1795633522.350416", "duration": "4",
               "billsec": "3", "disposition": "ANSWERED", "amaflags": "DOCUMENTATION", "userfield": "",
-              "sequence": "77"}
+              "sequence": "77", "switchctl_call(uservar)": "", "switchctl_account(uservar)": ""}
     line = ",".join('"' + values[f].replace('"', '""') + '"' for f in AST_CUSTOM_FIELDS) + "\n"
     cdr = AstCustomFormat("ast1").parse(line, "switchctl.csv:1")
     assert (cdr.call_uuid, cdr.segment, cdr.leg, cdr.callee, cdr.context, cdr.account) == \
         ("1795633518.135", 77, "a", "4000", "from-loopback", "acct9")
+    assert cdr.prepaid_call is None
     assert (cdr.answer_us, cdr.billable_us) == (1795633519346821, 3_003_595)
     assert cdr.raw == line.rstrip("\n") and cdr.source == "ast_custom"
 
@@ -371,3 +372,21 @@ def test_formats_parse_like_the_functions() -> None:
     assert FsJsonFormat.whole_file and not FsCsvFormat.whole_file
     master = (AST / "e_dialplan_answered" / "cdr" / "Master.csv").read_text()
     assert AstMasterFormat("a").parse(master, "x") == parse_ast_master(master, switch="a")
+
+
+def test_ast_custom_prepaid_user_variables() -> None:
+    """`switchctl_call(uservar)` / `switchctl_account(uservar)` give the prepaid call's caller leg
+    and account; accountcode wins over the user variable when both are set."""
+    values = dict.fromkeys(AST_CUSTOM_FIELDS, "")
+    values.update({"uniqueid": "1795633520.140", "linkedid": "1795633520.139", "dst": "4000",
+                   "dcontext": "from-loopback", "lastapp": "AppDial2", "start(double)": "1795633520.0",
+                   "answer(double)": "1795633521.5", "end(double)": "1795633523.25",
+                   "disposition": "ANSWERED", "sequence": "80",
+                   "switchctl_call(uservar)": "1795633520.139", "switchctl_account(uservar)": "booth7"})
+    line = ",".join('"' + values[f] + '"' for f in AST_CUSTOM_FIELDS) + "\n"
+    cdr = AstCustomFormat("ast1").parse(line, "switchctl.csv:2")
+    assert (cdr.leg, cdr.prepaid_call, cdr.account, cdr.billable_us) == \
+        ("b", "1795633520.139", "booth7", 1_750_000)
+    values["accountcode"] = "acct9"
+    line = ",".join('"' + values[f] + '"' for f in AST_CUSTOM_FIELDS) + "\n"
+    assert AstCustomFormat("ast1").parse(line, "switchctl.csv:3").account == "acct9"

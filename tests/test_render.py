@@ -92,7 +92,8 @@ def test_switch_acl_profile_and_modules(tmp_path: Path) -> None:
     modules = [m.get("module") for m in parse(files, "autoload_configs/modules.conf.xml").iter("load")]
     assert modules == list(FREESWITCH_MODULES)
     assert {"mod_sofia", "mod_event_socket", "mod_dptools", "mod_dialplan_xml", "mod_commands", "mod_sndfile",
-            "mod_tone_stream", "mod_say_en", "mod_loopback", "mod_console", "mod_logfile"} == set(modules)
+            "mod_tone_stream", "mod_say_en", "mod_loopback", "mod_console", "mod_logfile",
+            "mod_json_cdr", "mod_cdr_csv"} == set(modules)
     # loggers load first: a module that fails later must be able to say why
     assert modules[:2] == ["mod_console", "mod_logfile"]
     top = parse(files, "freeswitch.xml")
@@ -192,3 +193,22 @@ def test_committed_example_is_up_to_date() -> None:
     assert sorted(on_disk) == sorted(files)
     for rel, content in files.items():
         assert on_disk[rel] == content, f"freeswitch-conf/phonebar/{rel} is out of date"
+
+
+def test_cdr_modules_config(tmp_path: Path) -> None:
+    """mod_json_cdr writes every leg (B legs too) URL-encoded into the log dir; mod_cdr_csv writes
+    both legs with switchctl's template, whose columns are exactly what the CSV parser maps."""
+    from switchctl.billing.cdr import FS_CSV_ESL_USEC, FS_CSV_SWITCHCTL
+
+    files = render_freeswitch(load_site(make_site(tmp_path)))
+    json_cdr = params(parse(files, "autoload_configs/json_cdr.conf.xml").find("settings"))
+    assert json_cdr == {"log-dir": "$${log_dir}/json_cdr", "log-b-leg": "true", "prefix-a-leg": "false"}
+    assert "encode-values" not in json_cdr  # default true: values URL-encoded, as captured
+    csv_conf = parse(files, "autoload_configs/cdr_csv.conf.xml")
+    settings = params(csv_conf.find("settings"))
+    assert (settings["legs"], settings["default-template"], settings["log-base"]) == \
+        ("ab", "esl_usec", "$${log_dir}")
+    template = csv_conf.find("templates/template[@name='esl_usec']").text
+    assert template == ",".join(f'"${{{c}}}"' for c in FS_CSV_SWITCHCTL)
+    assert FS_CSV_SWITCHCTL[:len(FS_CSV_ESL_USEC)] == FS_CSV_ESL_USEC
+    assert FS_CSV_SWITCHCTL[len(FS_CSV_ESL_USEC):] == ("read_codec", "switchctl_account", "switchctl_call")

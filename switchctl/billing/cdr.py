@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote
 
 from switchctl.ari.models import fs_cause_name
+from switchctl.billing.callkeys import ACCOUNT_VAR, CALL_VAR
 
 SOURCES = ("fs_json", "fs_csv", "fs_event", "ast_csv", "ast_custom", "ari")
 LEGS = ("a", "b")
@@ -94,6 +95,9 @@ class Cdr:
     raw: str  # the original record as text
     segment: int = 0  # Asterisk CDR `sequence`; 0 elsewhere
     flags: tuple[str, ...] = ()
+    # `switchctl_call` of a leg a prepaid dial created: the caller leg's uuid, which names the
+    # call's reservation (billing/callkeys.py). Not stored in the `cdrs` table (it is in `raw`).
+    prepaid_call: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -233,7 +237,7 @@ def _fs_cdr(where: str, source: str, raw: str, *, switch: str, variables: Mappin
         peer=_opt(variables.get("bridge_uuid") or variables.get("last_bridge_to")
                   or variables.get("bleg_uuid")),
         account=_opt(variables.get("switchctl_account")), booth=_booth(variables),
-        source=source, raw=raw,
+        source=source, raw=raw, prepaid_call=_opt(variables.get(CALL_VAR)),
     )
 
 
@@ -306,6 +310,9 @@ FS_CSV_ESL_USEC: tuple[str, ...] = (
     "hangup_cause", "hangup_cause_q850", "sip_hangup_disposition", "originate_disposition",
     "endpoint_disposition", "last_app", "last_arg",
 )
+# What switchctl renders (templates/freeswitch/autoload_configs/cdr_csv.conf.xml.j2): the captured
+# template plus the codec and the prepaid call's account and caller-leg uuid (billing/callkeys.py).
+FS_CSV_SWITCHCTL: tuple[str, ...] = FS_CSV_ESL_USEC + ("read_codec", ACCOUNT_VAR, CALL_VAR)
 
 
 def _csv_row(text: str, where: str) -> list[str]:
@@ -319,11 +326,19 @@ def _csv_row(text: str, where: str) -> list[str]:
 
 
 def parse_fs_csv(line: str, *, switch: str, where: str = "<cdr_csv>",
-                 columns: Sequence[str] = FS_CSV_ESL_USEC) -> Cdr:
+                 columns: Sequence[str] | None = None) -> Cdr:
     """One mod_cdr_csv line; `columns` names the template's variables in order. The template must
     give uuid, direction, caller_id_number, destination_number, context, start/answer/end_uepoch,
-    billusec and hangup_cause (mod_cdr_csv's stock `default` template lacks the µs fields)."""
+    billusec and hangup_cause (mod_cdr_csv's stock `default` template lacks the µs fields).
+    Default: switchctl's template (`FS_CSV_SWITCHCTL`), or the captured `esl_usec` one it extends
+    when the line has exactly its 46 columns (files written before the template grew)."""
     cells = _csv_row(line, where)
+    if columns is None:
+        columns = FS_CSV_ESL_USEC if len(cells) == len(FS_CSV_ESL_USEC) else FS_CSV_SWITCHCTL
+        if len(cells) != len(columns):
+            raise CdrError(f"{where}: {len(cells)} columns, the cdr_csv template has "
+                           f"{len(FS_CSV_SWITCHCTL)} (switchctl's) or {len(FS_CSV_ESL_USEC)} "
+                           f"(esl_usec, as captured)")
     if len(cells) != len(columns):
         raise CdrError(f"{where}: {len(cells)} columns, the cdr_csv template has {len(columns)}")
     variables = dict(zip(columns, cells))
@@ -355,11 +370,16 @@ AST_MASTER_COLUMNS: tuple[str, ...] = (
 )
 # cdr_custom.conf fields as switchctl renders them (render/asterisk.py CDR_CUSTOM_FIELDS; a test
 # checks they agree).
+# The last two are CDR user variables (`(uservar)`: res_cdrel_custom reads them from the CDR's own
+# variables, which only `Set(CDR(name)=...)` / ARI `variable=CDR(name)` write; a plain channel
+# variable of that name is not one). See docs/CDR.md, "Asterisk: prepaid variables".
 AST_CUSTOM_FIELDS: tuple[str, ...] = (
     "uniqueid", "linkedid", "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
     "lastapp", "lastdata", "start(double)", "answer(double)", "end(double)", "duration", "billsec",
-    "disposition", "amaflags", "userfield", "sequence",
+    "disposition", "amaflags", "userfield", "sequence", f"{CALL_VAR}(uservar)",
+    f"{ACCOUNT_VAR}(uservar)",
 )
+_QUALIFIER = re.compile(r"\([^()]*\)$")  # `start(double)`, `x(uservar)`, `uniqueid(noquote)`
 _AST_ORIGINATED_APPS = ("AppDial", "AppDial2")  # lastapp of a channel Asterisk originated
 
 
@@ -392,8 +412,8 @@ def _ast_cdr(where: str, source: str, raw: str, *, switch: str, row: Mapping[str
         start_us=start_us, answer_us=answer_us, end_us=end_us,
         billable_us=end_us - answer_us if answer_us is not None else 0,
         hangup_cause=cause, codec=None, peer=_opt(row.get("dstchannel")),
-        account=_opt(row.get("accountcode")), booth=None, source=source, raw=raw,
-        segment=int(sequence), flags=flags,
+        account=_opt(row.get("accountcode") or row.get(ACCOUNT_VAR)), booth=None, source=source,
+        raw=raw, segment=int(sequence), flags=flags, prepaid_call=_opt(row.get(CALL_VAR)),
     )
 
 
@@ -434,7 +454,7 @@ def parse_ast_custom(line: str, *, switch: str, where: str = "<cdr-custom>",
     cells = _csv_row(line, where)
     if len(cells) != len(fields):
         raise CdrError(f"{where}: {len(cells)} columns, the cdr_custom fields list has {len(fields)}")
-    row = {name.replace("(double)", ""): cell for name, cell in zip(fields, cells)}
+    row = {_QUALIFIER.sub("", name.strip()).lower(): cell for name, cell in zip(fields, cells)}
     for name in ("uniqueid", "start", "answer", "end", "disposition"):
         if name not in row:
             raise CdrError(f"{where}: the cdr_custom fields lack '{name}'")
@@ -494,7 +514,7 @@ class FsJsonFormat:
 @dataclass(frozen=True)
 class FsCsvFormat:
     switch: str
-    columns: tuple[str, ...] = FS_CSV_ESL_USEC
+    columns: tuple[str, ...] | None = None  # None: parse_fs_csv's default (switchctl's template)
     source: ClassVar[str] = "fs_csv"
     whole_file: ClassVar[bool] = False
 

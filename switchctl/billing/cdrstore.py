@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -180,9 +180,15 @@ class CdrStore:
     # -- files ------------------------------------------------------------------------------------
     async def import_file(self, path: str | os.PathLike[str], parser: CdrFormat, *,
                           rating: RateBook | None = None, tenant: str = DEFAULT,
-                          account_class: str = DEFAULT, max_bytes: int = DEFAULT_CHUNK) -> ImportReport:
+                          account_class: str = DEFAULT, max_bytes: int = DEFAULT_CHUNK,
+                          keep: Callable[[Cdr], Awaitable[Recorded]] | None = None) -> ImportReport:
         """Import what `path` gained since the last import. Call again while `offset` grows: one
-        call reads at most `max_bytes` (whole records; a record longer than that is an error)."""
+        call reads at most `max_bytes` (whole records; a record longer than that is an error).
+
+        `keep(cdr)`, when given, stores each parsed record instead of `record(cdr, rating, ...)`
+        (the CDR collector rates per account and settles the ledger there). The file's offset is
+        saved only after `keep` returned for every record before it, so whatever `keep` does is
+        done at least once per record, even across a crash."""
         name = str(Path(path))
         report = ImportReport(name)
         state = await self._file_state(name)
@@ -199,8 +205,11 @@ class CdrStore:
                     "head_sha256": hashlib.sha256(head[:min(new_offset, HEAD_BYTES)]).hexdigest(),
                     "updated_at_us": self.clock()}
 
-        async def keep(cdr: Cdr) -> None:
-            done = await self.record(cdr, rating, tenant=tenant, account_class=account_class)
+        async def store(cdr: Cdr) -> Recorded:
+            return await self.record(cdr, rating, tenant=tenant, account_class=account_class)
+
+        async def keep_one(cdr: Cdr) -> None:
+            done = await (keep or store)(cdr)
             if done.created:
                 report.created += 1
             elif done.stored.cdr is cdr:
@@ -212,12 +221,13 @@ class CdrStore:
             if data:
                 text = data.decode("utf-8", errors="replace")
                 try:
-                    await keep(parser.parse(text, name))
+                    await keep_one(parser.parse(text, name))
                 except CdrError as exc:
                     if not text.rstrip().endswith("}"):  # still being written: try next time
                         report.pending_bytes, report.offset = len(data), offset
                         return report
                     report.errors.append(str(exc))
+                    log.warning("%s", exc)
                 offset = len(data)
                 await self._save_file(save_point(offset, 1))
             report.offset = offset
@@ -242,7 +252,7 @@ class CdrStore:
             if not text.strip():
                 continue
             try:
-                await keep(parser.parse(text, where))
+                await keep_one(parser.parse(text, where))
             except CdrError as exc:
                 report.errors.append(str(exc))
                 log.warning("%s", exc)

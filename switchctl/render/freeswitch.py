@@ -20,7 +20,8 @@ from switchctl.config.flowroutes import FlowRoutes, read_flow_routes
 from switchctl.config.site import Site, SwitchConfig
 from switchctl.config.yamlsrc import SourceError
 
-__all__ = ["FREESWITCH_MODULES", "RenderError", "render_freeswitch", "render_to", "templates_dir"]
+__all__ = ["CDR_CSV_BASE", "CDR_JSON_DIR", "FREESWITCH_MODULES", "RenderError", "render_freeswitch",
+           "render_to", "templates_dir"]
 
 # The smallest module set the controller needs: loggers first (without them FreeSWITCH logs
 # nothing, and a sofia profile that fails to start says so nowhere), SIP, the event socket, the
@@ -37,7 +38,14 @@ FREESWITCH_MODULES = (
     "mod_sndfile",
     "mod_tone_stream",
     "mod_say_en",
+    # CDRs the controller imports when it was not listening (billing/cdrcollect.py, docs/CDR.md)
+    "mod_json_cdr",
+    "mod_cdr_csv",
 )
+# Where the CDR modules write, until site.yaml says (a `cdr:` key per switch: see docs/CDR.md).
+# FreeSWITCH expands $${log_dir} when it loads the file.
+CDR_JSON_DIR = "$${log_dir}/json_cdr"  # mod_json_cdr: <dir>/<uuid>.cdr.json, one file per leg
+CDR_CSV_BASE = "$${log_dir}"  # mod_cdr_csv: <base>/cdr-csv/Master.csv
 
 ESL_ACL_NAME = "switchctl_esl"
 
@@ -153,6 +161,10 @@ def render_freeswitch(site: Site, switch: str | None = None) -> dict[str, bytes]
         "autoload_configs/logfile.conf.xml": render("autoload_configs/logfile.conf.xml.j2"),
         "autoload_configs/event_socket.conf.xml": render("autoload_configs/event_socket.conf.xml.j2"),
         "autoload_configs/acl.conf.xml": render("autoload_configs/acl.conf.xml.j2"),
+        "autoload_configs/json_cdr.conf.xml": render("autoload_configs/json_cdr.conf.xml.j2",
+                                                     cdr_json_dir=CDR_JSON_DIR),
+        "autoload_configs/cdr_csv.conf.xml": render("autoload_configs/cdr_csv.conf.xml.j2",
+                                                    cdr_csv_base=CDR_CSV_BASE),
         "autoload_configs/sofia.conf.xml": render("autoload_configs/sofia.conf.xml.j2"),
         "sip_profiles/internal.xml": render("sip_profiles/internal.xml.j2"),
         "directory/default.xml": render("directory/default.xml.j2"),

@@ -97,6 +97,10 @@ class SimConfig:
     domain: str = "127.0.0.1"
     sip_profile: str = "internal"
     context: str = "public"
+    # mod_json_cdr's log-dir: every channel writes <cdr_dir>/<uuid>.cdr.json at reporting (None: no
+    # files); with cdr_csv also a cdr_csv line in <cdr_dir>/cdr-csv/Master.csv (sim/cdrfiles.py)
+    cdr_dir: Path | None = None
+    cdr_csv: bool = False
 
     def __post_init__(self) -> None:
         if self.media_speed <= 0:

@@ -25,6 +25,7 @@ from switchctl.esl import serverwire
 from switchctl.sim import bridge as _bridge  # noqa: F401  (registers the bridge application)
 from switchctl.sim import events as simevents
 from switchctl.sim.apps import application
+from switchctl.sim.cdrfiles import write_channel_cdr
 from switchctl.sim.channel import ChannelHooks, ExecuteRequest, SimChannel, now_us
 from switchctl.sim.config import HangUp, Press, ScriptStep, Silence, SimConfig
 from switchctl.sim.listener import EslConnection, InboundConnection, OutboundConnection
@@ -352,6 +353,8 @@ class FreeSwitchSim:
         channel.set_callstate("HANGUP")
         self.set_state(channel, "CS_REPORTING")
         channel.fire("CHANNEL_HANGUP_COMPLETE")  # adds its leading Hangup-Cause and the CDR variables
+        if self.config.cdr_dir is not None:  # mod_json_cdr / mod_cdr_csv run at reporting too
+            write_channel_cdr(self, channel)
         channel.reported.set()
         for controller in list(channel.controllers):
             controller.channel_down()
