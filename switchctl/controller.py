@@ -59,7 +59,7 @@ class Controller:
         self.site = site
         self.flows = flows
         self.runner = FlowRunner(flows, site_values=dict(site.values), lists=dict(site.lists),
-                                 sound_dirs=site.sound_dirs)
+                                 sound_dirs=site.sound_dirs, numbering=site.numbering)
         self.ivr = IvrFeature(flows, self.runner)
         self.stats = ControllerStats()
         self.keep_traces = keep_traces

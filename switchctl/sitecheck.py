@@ -21,5 +21,6 @@ def check_site(site: Site, display_root: Path | None = None) -> CheckResult:
         lists={name: list(numbers) for name, numbers in site.lists.items()},
         known_extensions={phone.extension for phone in site.phones},
         known_gateways={gateway.name for gateway in site.gateways},
+        numbering=site.numbering,
         display_root=display_root if display_root is not None else Path.cwd(),
     )

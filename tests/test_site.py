@@ -224,3 +224,115 @@ def test_asterisk_switch(tmp_path: Path) -> None:
     assert "unknown key 'bogus'" in msg
     msg = error_of(tmp_path, ASTERISK.replace("password: secret", "password: 'a b'"))
     assert "ari password must not contain spaces" in msg
+
+
+# --- numbering, screening, holidays ---------------------------------------------------------------
+
+NUMBERING_OK = BASE + """\
+numbering:
+  main:
+    - {plus: "00"}
+    - {prefix: "00", route: international, min_length: 6}
+    - {prefix: "0[67]", route: mobile, length: 10}
+    - {prefix: "0", route: local, length: 10, edit: [{delete: 1, at: 0}, {insert: "33"}, {insert: "#", at: end}]}
+screening:
+  default:
+    callers: {black: ["=666"]}
+    destinations: {black: ["0899", all], white: ["0899100", "=112"]}
+  kiosk:
+    destinations: {black: [all]}
+holidays:
+  france: ["01-01", "2026-04-06", "12-24..12-26", 2027-03-29]
+"""
+
+
+def test_numbering_sections_load(tmp_path: Path) -> None:
+    import datetime as dt
+
+    numbering = load_site(write_site(tmp_path, NUMBERING_OK)).numbering
+    plan = numbering.plans["main"]
+    assert plan.plus == "00" and plan.routes == {"international", "mobile", "local"}
+    assert plan.analyze("+44123456").number_out == "0044123456"
+    assert plan.analyze("0142345678").number_out == "33142345678#"
+    assert numbering.screening.screen("default", "666", "112").by == "caller"
+    assert numbering.screening.screen("default", "1001", "0899100000") is None
+    assert numbering.screening.screen("default", "1001", "112") is None
+    assert numbering.screening.screen("default", "1001", "0612345678").entry == "all"
+    assert numbering.is_holiday("france", dt.date(2031, 12, 25))
+    assert numbering.is_holiday("france", dt.date(2027, 3, 29))
+
+
+def test_example_site_numbering() -> None:
+    numbering = load_site(EXAMPLE).numbering
+    analyze = numbering.plans["main"].analyze
+    assert [analyze(n).route for n in ("0044207123456", "0612345678", "0712345678", "112", "15", "17", "18",
+                                       "1005", "0142345678")] == [
+        "international", "mobile", "mobile", "emergency", "emergency", "emergency", "emergency", "booth", "local"]
+    assert numbering.screening.screen("default", "1001", "0899123456").entry == "0899"
+    asterisk = load_site(ROOT / "examples" / "phonebar-asterisk" / "site.yaml").numbering
+    assert asterisk.plans["main"].routes == numbering.plans["main"].routes
+
+
+def test_a_site_without_numbering_has_empty_sections(tmp_path: Path) -> None:
+    numbering = load_site(write_site(tmp_path, BASE)).numbering
+    assert not numbering.plans and not numbering.holidays and not numbering.screening.tenants
+
+
+@pytest.mark.parametrize("section, message", [
+    ("numbering:\n  main:\n    - {prefix: \"00\", route: intl, lenght: 6}\n",
+     "site.yaml:10:35: unknown key 'lenght' in rule 1 of plan 'main'; did you mean 'length'?"),
+    ("numbering:\n  main:\n    - {prefix: 00, route: intl}\n",
+     "site.yaml:10:16: rule 1 of plan 'main' prefix must be a quoted string (\"0\"): YAML reads 0100 as 64"),
+    ("numbering:\n  main:\n    - {prefix: \"0[6\", route: mobile}\n",
+     "site.yaml:10:16: rule 1 of plan 'main': prefix '0[6' may only use digits, * and # and [...] classes "
+     "such as [67] or [2-9]"),
+    ("numbering:\n  main:\n    - {prefix: \"01234567890\", route: x}\n",
+     "site.yaml:10:16: rule 1 of plan 'main': prefix '01234567890' has 11 digits; rules match on at most the "
+     "first 10"),
+    ("numbering:\n  main:\n    - {prefix: \"1\", route: blocked}\n",
+     "site.yaml:10:28: rule 1 of plan 'main': route 'blocked' is an outcome of the number node; choose another name"),
+    ("numbering:\n  main:\n    - {prefix: \"1\", route: x, length: 3, max_length: 4}\n",
+     "site.yaml:10:42: rule 1 of plan 'main': give 'length' or 'min_length'/'max_length', not both"),
+    ("numbering:\n  main:\n    - {prefix: \"1\", route: x, length: 29}\n",
+     "site.yaml:10:39: rule 1 of plan 'main' length must be between 1 and 28, not 29"),
+    ("numbering:\n  main:\n    - {prefix: \"06\", route: x, edit: [{delete: 3}]}\n",
+     "site.yaml:10:38: rule 1 of plan 'main': edit 1 (delete 3 at 0) needs more digits than the shortest number "
+     "this rule matches (2, and 2 before this edit); raise min_length"),
+    ("numbering:\n  main:\n    - {prefix: \"06\", route: x, edit: [{delete: 1, insert: \"3\"}]}\n",
+     "site.yaml:10:39: edit 1 of rule 1 of plan 'main' needs exactly one of 'delete' (a count of digits) or "
+     "'insert' (digits)"),
+    ("numbering:\n  main:\n    - {prefix: \"06\", route: x, edit: [{delete: 1, at: end}]}\n",
+     "site.yaml:10:55: edit 1 of rule 1 of plan 'main': 'at: end' only applies to insert (delete the last "
+     "digits with at: -N)"),
+    ("numbering:\n  main:\n    - {plus: \"+\"}\n    - {prefix: \"1\", route: x}\n",
+     "site.yaml:10:14: rule 1 of plan 'main': plus '+' must be digits that replace a leading '+' (e.g. \"00\"), "
+     "or \"\" to drop it"),
+    ("numbering:\n  main:\n    - {plus: \"00\"}\n    - {plus: \"0\"}\n    - {prefix: \"1\", route: x}\n",
+     "site.yaml:11:8: plan 'main' has two 'plus' rules (first at line 10)"),
+    ("numbering:\n  main:\n    - {plus: \"00\", route: x}\n",
+     "site.yaml:10:20: unknown key 'route' in rule 1 of plan 'main' (a 'plus' rule has no other keys); "
+     "expected one of: plus"),
+    ("numbering:\n  main: []\n",
+     "site.yaml:9:9: numbering plan 'main' has no rules"),
+    ("numbering:\n  main:\n    - {plus: \"00\"}\n",
+     "site.yaml:10:5: numbering plan 'main' has no routing rules (prefix, route)"),
+    ("screening:\n  default:\n    destinations: {black: [\"+33\"]}\n",
+     "site.yaml:10:28: screening of tenant 'default' destinations black: '+33' is not a screening entry: digits "
+     "for a prefix, '=' and digits for one exact number, or 'all' (write it as dialled after the plan's '+' "
+     "normalization, e.g. 0033...)"),
+    ("screening:\n  default:\n    destinations: {black: [0100]}\n",
+     "site.yaml:10:28: screening of tenant 'default' destinations black entry must be a quoted string (\"64\"): "
+     "YAML reads 0100 as 64"),
+    ("screening:\n  default:\n    destination: {black: [\"0899\"]}\n",
+     "site.yaml:10:5: unknown key 'destination' in screening of tenant 'default'; did you mean 'destinations'?"),
+    ("screening:\n  default:\n    callers: {blacklist: [\"0899\"]}\n",
+     "site.yaml:10:15: unknown key 'blacklist' in screening of tenant 'default' callers; did you mean 'black'?"),
+    ("holidays:\n  france: [\"01-01\", \"13-01\"]\n",
+     "site.yaml:9:21: holiday calendar 'france': '13-01' is not a valid date"),
+    ("holidays:\n  france: []\n",
+     "site.yaml:9:11: holiday calendar 'france' has no dates"),
+    ("holiday:\n  france: [\"01-01\"]\n",
+     "site.yaml:8:1: unknown key 'holiday' in the site; did you mean 'holidays'?"),
+])
+def test_numbering_errors(tmp_path: Path, section: str, message: str) -> None:
+    assert error_of(tmp_path, BASE + section).endswith(message)

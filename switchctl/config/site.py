@@ -11,6 +11,8 @@ Decisions (documented in docs/SITE.md):
   `${site.X}` and other `${...}` forms are left alone (flows expand them at call time).
 - Phone numbers, extensions and list entries must be quoted strings: YAML would read `+15551234`
   as the integer 15551234 and `0100` as 64.
+- `numbering:`, `screening:` and `holidays:` become one `switchctl.numbering.Numbering` (plain
+  objects the flow runtime gets; flows never import config).
 """
 
 from __future__ import annotations
@@ -26,6 +28,20 @@ from types import MappingProxyType
 from typing import Any
 
 from switchctl.config.yamlsrc import Mark, SourceError, YList, YMap, load_file
+from switchctl.numbering import (
+    Delete,
+    HolidayCalendar,
+    Insert,
+    Lists,
+    Numbering,
+    NumberPlan,
+    Rule,
+    Screening,
+    ScreenList,
+    TenantScreening,
+    expand_prefix,
+    parse_date_item,
+)
 
 __all__ = [
     "EslConfig",
@@ -138,6 +154,7 @@ class Site:
     lists: Mapping[str, tuple[str, ...]]
     values: Mapping[str, str]
     allow_remote: bool = False
+    numbering: Numbering = field(default_factory=Numbering)  # plans, screening, holidays
 
     @property
     def folder(self) -> Path:
@@ -479,7 +496,7 @@ def _database_url(text: str, folder: Path) -> str:
 
 _SITE_KEYS = (
     "site", "allow_remote", "switches", "database", "web", "flows", "sounds", "phones", "gateways",
-    "lists", "values",
+    "lists", "values", "numbering", "screening", "holidays",
 )
 
 
@@ -580,6 +597,12 @@ def load_site(path: str | Path) -> Site:
             else:
                 values[key] = _str(value, mark, f"value '{key}'", empty_ok=True)
 
+    numbering = Numbering(
+        plans=MappingProxyType(_plans(root)),
+        screening=_screening(root),
+        holidays=MappingProxyType(_holidays(root)),
+    )
+
     _check_binds(root, switches, web_listen, allow_remote)
 
     return Site(
@@ -595,7 +618,153 @@ def load_site(path: str | Path) -> Site:
         lists=MappingProxyType(lists),
         values=MappingProxyType(values),
         allow_remote=allow_remote,
+        numbering=numbering,
     )
+
+
+# --- numbering: plans, screening, holidays ------------------------------------------------------
+
+_RULE_KEYS = ("prefix", "route", "length", "min_length", "max_length", "edit")
+_PLUS_KEYS = ("plus",)
+
+
+def _digits_text(value: Any, mark: Mark, what: str, *, empty_ok: bool = False) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise SourceError(mark, f"{what} must be a quoted string (\"{value}\"): YAML reads 0100 as 64")
+    return _str(value, mark, what, empty_ok=empty_ok)
+
+
+def _edit(value: Any, mark: Mark, what: str) -> Delete | Insert:
+    m = _map(value, mark, f"{what} (e.g. {{delete: 1, at: 0}} or {{insert: \"33\", at: 0}})")
+    _check_keys(m, ("delete", "insert", "at"), what)
+    if ("delete" in m) == ("insert" in m):
+        raise SourceError(m.mark, f"{what} needs exactly one of 'delete' (a count of digits) or 'insert' (digits)")
+    at_value = m.get("at", 0)
+    if "insert" in m:
+        digits = _digits_text(m["insert"], m.mark_of("insert"), f"{what} insert")
+        if at_value == "end":
+            return Insert(None, digits)
+        at = _int(at_value, m.mark_of("at"), f"{what} at (a position, or 'end')", -28, 28)
+        return Insert(at, digits)
+    count = _int(m["delete"], m.mark_of("delete"), f"{what} delete", 1, 28)
+    if at_value == "end":
+        raise SourceError(m.mark_of("at"), f"{what}: 'at: end' only applies to insert (delete the last digits with at: -N)")
+    return Delete(_int(at_value, m.mark_of("at"), f"{what} at", -28, 28), count)
+
+
+def _rule(m: YMap, what: str) -> Rule:
+    _check_keys(m, _RULE_KEYS, what)
+    prefix = _digits_text(_require(m, "prefix", what), m.mark_of("prefix"), f"{what} prefix", empty_ok=True)
+    try:
+        expand_prefix(prefix)
+    except ValueError as exc:
+        raise SourceError(m.mark_of("prefix"), f"{what}: {exc}") from None
+    route = _str(_require(m, "route", what), m.mark_of("route"), f"{what} route")
+    if "length" in m:
+        for key in ("min_length", "max_length"):
+            if key in m:
+                raise SourceError(m.key_mark(key), f"{what}: give 'length' or 'min_length'/'max_length', not both")
+        lo = hi = _int(m["length"], m.mark_of("length"), f"{what} length", 1, 28)
+    else:
+        lo = _int(m.get("min_length", 1), m.mark_of("min_length"), f"{what} min_length", 1, 28)
+        hi = _int(m.get("max_length", 28), m.mark_of("max_length"), f"{what} max_length", 1, 28)
+    edits: list[Delete | Insert] = []
+    if "edit" in m:
+        items = _list(m["edit"], m.mark_of("edit"), f"{what} edit")
+        edits = [_edit(item, items.mark_of(i), f"edit {i + 1} of {what}") for i, item in enumerate(items)]
+    try:
+        return Rule(prefix, route, lo, hi, tuple(edits))
+    except ValueError as exc:
+        key = "route" if str(exc).startswith("route") else "edit" if str(exc).startswith("edit") else None
+        raise SourceError(m.mark_of(key) if key else m.mark, f"{what}: {exc}") from None
+
+
+def _plans(root: YMap) -> dict[str, NumberPlan]:
+    plans: dict[str, NumberPlan] = {}
+    if root.get("numbering") is None:
+        return plans
+    plans_map = _map(root["numbering"], root.mark_of("numbering"), "numbering (plan name: list of rules)")
+    for name, value in plans_map.items():
+        _name(name, plans_map.key_mark(name), "numbering plan name")
+        items = _list(value, plans_map.mark_of(name), f"numbering plan '{name}' (a list of rules)")
+        if not items:
+            raise SourceError(plans_map.mark_of(name), f"numbering plan '{name}' has no rules")
+        rules: list[Rule] = []
+        plus: str | None = None
+        plus_mark: Mark | None = None
+        for i, item in enumerate(items):
+            what = f"rule {i + 1} of plan '{name}'"
+            m = _map(item, items.mark_of(i), f"{what} (e.g. {{prefix: \"00\", route: international}})")
+            if "plus" in m:
+                _check_keys(m, _PLUS_KEYS, f"{what} (a 'plus' rule has no other keys)")
+                if plus_mark is not None:
+                    raise SourceError(m.key_mark("plus"), f"plan '{name}' has two 'plus' rules (first at line {plus_mark.line})")
+                plus = _digits_text(m["plus"], m.mark_of("plus"), f"{what} plus", empty_ok=True)
+                if not re.fullmatch(r"[0-9]*", plus):
+                    raise SourceError(m.mark_of("plus"), f"{what}: plus '{plus}' must be digits that replace a leading '+' "
+                                      "(e.g. \"00\"), or \"\" to drop it")
+                plus_mark = m.mark_of("plus")
+                continue
+            rules.append(_rule(m, what))
+        if not rules:
+            raise SourceError(plans_map.mark_of(name), f"numbering plan '{name}' has no routing rules (prefix, route)")
+        plans[name] = NumberPlan(name, rules, plus=plus)
+    return plans
+
+
+def _screen_lists(value: Any, mark: Mark, what: str) -> Lists:
+    m = _map(value, mark, f"{what} (black: [...], white: [...])")
+    _check_keys(m, ("black", "white"), what)
+    out: dict[str, ScreenList] = {}
+    for key in ("black", "white"):
+        entries: list[str] = []
+        if m.get(key) is not None:
+            items = _list(m[key], m.mark_of(key), f"{what} {key}")
+            for i, item in enumerate(items):
+                entry = _digits_text(item, items.mark_of(i), f"{what} {key} entry")
+                try:
+                    ScreenList([entry])
+                except ValueError as exc:
+                    raise SourceError(items.mark_of(i), f"{what} {key}: {exc}") from None
+                entries.append(entry)
+        out[key] = ScreenList(entries)
+    return Lists(out["black"], out["white"])
+
+
+def _screening(root: YMap) -> Screening:
+    tenants: dict[str, TenantScreening] = {}
+    if root.get("screening") is None:
+        return Screening(tenants)
+    tenants_map = _map(root["screening"], root.mark_of("screening"), "screening (tenant: {callers, destinations})")
+    for tenant, value in tenants_map.items():
+        _name(tenant, tenants_map.key_mark(tenant), "screening tenant")
+        what = f"screening of tenant '{tenant}'"
+        m = _map(value, tenants_map.mark_of(tenant), f"{what} (callers: ..., destinations: ...)")
+        _check_keys(m, ("callers", "destinations"), what)
+        sides = {key: _screen_lists(m[key], m.mark_of(key), f"{what} {key}") if m.get(key) is not None else Lists()
+                 for key in ("callers", "destinations")}
+        tenants[tenant] = TenantScreening(sides["callers"], sides["destinations"])
+    return Screening(tenants)
+
+
+def _holidays(root: YMap) -> dict[str, HolidayCalendar]:
+    calendars: dict[str, HolidayCalendar] = {}
+    if root.get("holidays") is None:
+        return calendars
+    cal_map = _map(root["holidays"], root.mark_of("holidays"), "holidays (calendar name: list of dates)")
+    for name, value in cal_map.items():
+        _name(name, cal_map.key_mark(name), "holiday calendar name")
+        items = _list(value, cal_map.mark_of(name), f"holiday calendar '{name}' (a list of dates)")
+        if not items:
+            raise SourceError(cal_map.mark_of(name), f"holiday calendar '{name}' has no dates")
+        days = []
+        for i, item in enumerate(items):
+            try:
+                days.append(parse_date_item(item))
+            except ValueError as exc:
+                raise SourceError(items.mark_of(i), f"holiday calendar '{name}': {exc}") from None
+        calendars[name] = HolidayCalendar(name, tuple(days))
+    return calendars
 
 
 def _check_binds(root: YMap, switches: list[SwitchConfig], web: tuple[str, int], allow_remote: bool) -> None:

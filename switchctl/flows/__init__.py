@@ -2,10 +2,10 @@
 
 Public API:
 - `check_flows(paths, *, sound_dirs, site_values, lists, known_extensions=None, known_gateways=None,
-  display_root=None)`
+  numbering=None, display_root=None)`
   -> `CheckResult` (`.flows: FlowSet`, `.diagnostics: list[Diagnostic]`, `.ok`, `.report()`)
 - `FlowSet.match(destination) -> (Flow, captures) | None`
-- `FlowRunner(flowset, *, site_values, lists, clock=..., sound_dirs=(), billing=None)` and `await runner.run(call, flow, captures)`
+- `FlowRunner(flowset, *, site_values, lists, clock=..., sound_dirs=(), billing=None, numbering=None)` and `await runner.run(call, flow, captures)`
   -> `FlowTrace` (`.steps`, `.result`, `.error`, `.cause`, `.variables`)
 """
 

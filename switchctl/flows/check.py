@@ -12,9 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from switchctl.config.yamlsrc import Mark, SourceError, load_file
+from switchctl.numbering import Numbering
 
 from .graph import check_authorizations, check_flow_graph, check_loops
-from .model import Diagnostic, DialNode, Flow, FlowSet, Node, TransferNode
+from .model import (
+    Diagnostic,
+    DialNode,
+    Flow,
+    FlowSet,
+    Node,
+    NumberNode,
+    RouteNode,
+    TransferNode,
+)
 from .parse import parse_flow, suggestion
 
 SOUND_EXTENSIONS = (".wav", ".ogg", ".mp3", ".sln")
@@ -156,10 +166,13 @@ def check_flows(
     lists: Mapping[str, Sequence[str]],
     known_extensions: Collection[str] | None = None,
     known_gateways: Collection[str] | None = None,
+    numbering: Numbering | None = None,
     display_root: Path | None = None,
 ) -> CheckResult:
     """Check flow files against the site. `known_extensions` / `known_gateways`, when given, are
-    the site's phone extensions and gateway names: literal ones a flow names must be among them."""
+    the site's phone extensions and gateway names: literal ones a flow names must be among them.
+    `numbering`, when given, is the site's (`Site.numbering`): `number` nodes must name its plans
+    and their routes, `route` rules its holiday calendars."""
     diags: list[Diagnostic] = []
     flows = _unique(_load(paths, display_root, diags), diags)
     by_name = {f.name: f for f in flows}
@@ -196,6 +209,8 @@ def check_flows(
                                             f"{suggestion(ext.source, known_extensions)}"))
             if isinstance(node, DialNode):
                 _check_dial_targets(node, known_extensions, known_gateways, diags)
+            if numbering is not None:
+                _check_numbering(node, numbering, diags)
     check_loops(flows, diags)
     check_authorizations(flows, diags)
 
@@ -219,6 +234,28 @@ def _check_dial_targets(node: DialNode, known_extensions: Collection[str] | None
                         and target.address.source not in known_extensions:
                     diags.append(Diagnostic(target.mark, f"{what}: phone '{target.address.source}' is not a known "
                                             f"extension{suggestion(target.address.source, known_extensions)}"))
+
+
+def _check_numbering(node: Node, numbering: Numbering, diags: list[Diagnostic]) -> None:
+    if isinstance(node, RouteNode):
+        for ref in node.holiday_refs:
+            if ref.value not in numbering.holidays:
+                known = ", ".join(sorted(numbering.holidays)) or "none"
+                diags.append(Diagnostic(ref.mark, f"route '{node.id}': unknown holiday calendar '{ref.value}'"
+                                        f"{suggestion(ref.value, numbering.holidays)} (site has: {known})"))
+    if not isinstance(node, NumberNode) or node.plan is None:
+        return
+    what = f"number '{node.id}'"
+    plan = numbering.plans.get(node.plan.value)
+    if plan is None:
+        known = ", ".join(sorted(numbering.plans)) or "none"
+        diags.append(Diagnostic(node.plan.mark, f"{what}: unknown numbering plan '{node.plan.value}'"
+                                f"{suggestion(node.plan.value, numbering.plans)} (site has: {known})"))
+        return
+    for route in node.routes:
+        if route.value not in plan.routes:
+            diags.append(Diagnostic(route.mark, f"{what}: plan '{plan.name}' has no route '{route.value}'"
+                                    f"{suggestion(route.value, plan.routes)} (routes: {', '.join(sorted(plan.routes))})"))
 
 
 def _usable(flows: list[Flow], files_with_errors: set[str]) -> list[Flow]:

@@ -176,6 +176,7 @@ class RouteRule:
     dates: tuple[DateRange, ...] = ()
     in_list: str | None = None
     not_in_list: str | None = None
+    holidays: tuple[str, ...] = ()  # site holiday calendars; the rule holds on a day of any of them
     timezone: str | None = None
 
 
@@ -183,6 +184,7 @@ class RouteRule:
 class RouteNode(Node):
     rules: tuple[RouteRule, ...] = ()  # rule i (0-based) leads to edges[f"rule {i + 1}"]
     timezone: str | None = None
+    holiday_refs: list[Located] = field(default_factory=list)
     kind: ClassVar[str] = "route"
 
 
@@ -280,10 +282,35 @@ class PrepaidNode(Node):
     }
 
 
+NUMBER_OUTCOMES = ("next", "blocked", "invalid_number", "no_route")  # besides the plan's routes
+NUMBER_VARIABLES = ("number_route", "number_out", "number_blocked_by", "number_blocked_entry")
+
+
+@dataclass
+class NumberNode(Node):
+    """Number analysis and screening: the outcome is the destination's route in a site plan."""
+
+    plan: Located | None = None
+    number: Template | None = None  # the dialled number (default `${destination}`)
+    caller: Template | None = None  # the caller screened (default `${caller}`)
+    tenant: Template | None = None  # whose black/white lists apply (default `default`)
+    routes: tuple[Located, ...] = ()  # the route names of `on:`, checked against the plan
+    kind: ClassVar[str] = "number"
+    fallbacks: ClassVar[Mapping[str, str]] = {"invalid_number": "no_route"}
+
+    def edge_for(self, outcome: str) -> Edge | None:
+        """A route without its own branch under `on:` takes `next`."""
+        edge = Node.edge_for(self, outcome)
+        if edge is None and outcome not in NUMBER_OUTCOMES:
+            edge = self.edges.get("next")
+        return edge
+
+
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
     for cls in (AnswerNode, PlayNode, SayNode, CollectNode, MenuNode, SetNode, RouteNode,
-                TransferNode, HangupNode, GotoNode, CallNode, ReturnNode, DialNode, PrepaidNode)
+                TransferNode, HangupNode, GotoNode, CallNode, ReturnNode, DialNode, PrepaidNode,
+                NumberNode)
 }
 
 

@@ -20,6 +20,8 @@ from .model import (
     DIAL_OUTCOMES,
     DIAL_VARIABLES,
     NODE_TYPES,
+    NUMBER_OUTCOMES,
+    NUMBER_VARIABLES,
     PREPAID_OUTCOMES,
     PREPAID_VARIABLES,
     AnswerNode,
@@ -36,6 +38,7 @@ from .model import (
     Located,
     MenuNode,
     Node,
+    NumberNode,
     PlayNode,
     PrepaidNode,
     ReturnNode,
@@ -92,8 +95,9 @@ NODE_KEYS: dict[str, tuple[str, ...]] = {
     "return": (),
     "dial": ("to", "sequence", "timeout", "ringback", "caller_id", *DIAL_OUTCOMES),
     "prepaid": ("account", "destination", "pin", *PREPAID_OUTCOMES),
+    "number": ("plan", "number", "caller", "tenant", "on", *NUMBER_OUTCOMES),
 }
-RULE_KEYS = ("caller", "destination", "time", "days", "dates", "in_list", "not_in_list",
+RULE_KEYS = ("caller", "destination", "time", "days", "dates", "holiday", "in_list", "not_in_list",
              "timezone", "next")
 _MISSING = object()
 
@@ -456,6 +460,16 @@ def _rule(f: _Fields, node: RouteNode, index: int, raw: Any, mark: Mark) -> Rout
         if name is not None:
             setattr(rule, key, name)
             node.list_refs.append(Located(name, raw.mark_of(key)))
+    if "holiday" in raw:
+        value = raw["holiday"]
+        names = [value] if isinstance(value, str) else list(value) if isinstance(value, YList) else None
+        if not names or not all(isinstance(n, str) and n for n in names):
+            r.bad("holiday", "a holiday calendar of the site, or a list of them")
+        else:
+            rule.holidays = tuple(names)
+            node.holiday_refs.extend(
+                Located(n, raw.mark_of("holiday") if isinstance(value, str) else value.mark_of(i))
+                for i, n in enumerate(names))
     rule.timezone = _timezone(r)
     r.edge(node, "next", f"rule {index}", required=True)
     return rule
@@ -651,16 +665,48 @@ def _prepaid(f: _Fields, node: PrepaidNode) -> None:
     node.defines.extend(Located(name, node.mark) for name in PREPAID_VARIABLES)
 
 
+def _number(f: _Fields, node: NumberNode) -> None:
+    plan = f.text("plan", required=True)
+    if plan is not None:
+        node.plan = Located(plan, f.m.mark_of("plan"))
+    node.number = f.template(node, "number", allow_number=True) or parse_template("${destination}")
+    node.caller = f.template(node, "caller", allow_number=True) or parse_template("${caller}")
+    node.tenant = f.template(node, "tenant") or parse_template("default")
+    for outcome in NUMBER_OUTCOMES:
+        f.edge(node, outcome, outcome, required=outcome == "next")
+    for outcome, why in (("blocked", "screening refused the caller or the destination"),
+                         ("no_route", "no rule of the plan matches; invalid_number falls back to it")):
+        if outcome not in f.m and not f._misspelled(outcome):
+            f.error(f.at, f"{f.what} has no '{outcome}' branch ({why})")
+    if "on" in f.m:
+        on = f.sub("on", f.what)
+        routes = []
+        for route, target in (on.m.items() if on is not None else ()):
+            if route in NUMBER_OUTCOMES or not _IDENT.fullmatch(route):
+                hint = (f" ('{route}' is a key of the node itself, not of 'on:')" if route in NUMBER_OUTCOMES
+                        else " (a route name of the plan)")
+                f.error(on.m.key_mark(route), f"{f.what} has no route '{route}' under 'on:'{hint}")
+                continue
+            if not isinstance(target, str) or not target:
+                f.error(on.m.mark_of(route), f"{f.what}: route '{route}' must name a node, got {_describe(target)}")
+                continue
+            node.edges[route] = Edge(route, target, on.m.mark_of(route))
+            routes.append(Located(route, on.m.key_mark(route)))
+        node.routes = tuple(routes)
+    node.defines.extend(Located(name, node.mark) for name in NUMBER_VARIABLES)
+
+
 _PARSERS = {
     "answer": _answer, "play": _play, "say": _say, "collect": _collect, "menu": _menu,
     "set": _set, "route": _route, "transfer": _transfer, "hangup": _hangup, "goto": _goto,
-    "call": _call, "return": _return, "dial": _dial, "prepaid": _prepaid,
+    "call": _call, "return": _return, "dial": _dial, "prepaid": _prepaid, "number": _number,
 }
 
 
 def _generic_edges(diags: list[Diagnostic], raw: YMap, node: Node) -> None:
     """Edges of a node whose type is broken, so one typo does not cascade into 'unreachable'."""
-    for key in ("next", "target", "default", "section", *DIAL_OUTCOMES[1:], *PREPAID_OUTCOMES[1:]):
+    for key in ("next", "target", "default", "section", *DIAL_OUTCOMES[1:], *PREPAID_OUTCOMES[1:],
+                *NUMBER_OUTCOMES[1:]):
         if isinstance(raw.get(key), str):
             node.edges[key] = Edge(key, raw[key], raw.mark_of(key), key == "section")
     on = raw.get("on")

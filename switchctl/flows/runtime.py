@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from switchctl.numbering import Numbering
 from switchctl.switch.call import (
     Call,
     CallGone,
@@ -46,6 +47,7 @@ from .model import (
     HangupNode,
     MenuNode,
     Node,
+    NumberNode,
     PlayNode,
     PrepaidNode,
     ReturnNode,
@@ -121,9 +123,13 @@ class FlowRunner:
         depth_limit: int = DEFAULT_DEPTH_LIMIT,
         sound_dirs: Sequence[Path] = (),
         billing: CallBilling | None = None,
+        numbering: Numbering | None = None,
     ) -> None:
         self.flowset = flowset
         self.billing = billing  # the prepaid feature; a `prepaid` node without it is a flow error
+        # The site's number plans, screening and holiday calendars (`Site.numbering`); a `number`
+        # node or a `holiday` condition without them is a flow error.
+        self.numbering = numbering
         # Prompts are written relative to the site's sound folders; the switch needs a path it
         # can open. Resolved once per distinct prompt (the check proved static ones exist).
         self.sound_dirs = tuple(Path(d) for d in sound_dirs)
@@ -290,6 +296,8 @@ class FlowRunner:
             return await self._dial(run, node)
         if isinstance(node, PrepaidNode):
             return await self._prepaid(run, node)
+        if isinstance(node, NumberNode):
+            return self._number(run, node)
         if isinstance(node, CallNode):
             return "section"
         if isinstance(node, ReturnNode):
@@ -431,6 +439,15 @@ class FlowRunner:
                 return None
             if rule.dates and not any(d.contains(local.date()) for d in rule.dates):
                 return None
+        if rule.holidays:
+            tz_name = rule.timezone or node.timezone or self.site_values.get("timezone") or "UTC"
+            today = now.astimezone(zoneinfo.ZoneInfo(tz_name)).date()
+            holidays = self.numbering.holidays if self.numbering is not None else {}
+            for name in rule.holidays:
+                if name not in holidays:
+                    raise FlowRuntimeError(f"route '{node.id}': unknown holiday calendar '{name}'")
+            if not any(holidays[name].contains(today) for name in rule.holidays):
+                return None
         for name, wanted in ((rule.in_list, True), (rule.not_in_list, False)):
             if name is not None:
                 if name not in self.lists:
@@ -438,6 +455,30 @@ class FlowRunner:
                 if (info.caller_number in self.lists[name]) != wanted:
                     return None
         return captures
+
+    def _number(self, run: _Run, node: NumberNode) -> str:
+        assert node.plan is not None and node.number is not None
+        assert node.caller is not None and node.tenant is not None
+        plan = node.plan.value
+        if self.numbering is None or plan not in self.numbering.plans:
+            raise FlowRuntimeError(f"number '{node.id}': the site has no numbering plan '{plan}' "
+                                   "(FlowRunner(numbering=site.numbering))")
+        result = self.numbering.analyze_call(
+            plan,
+            tenant=self._render(run, node.tenant),
+            caller=self._render(run, node.caller),
+            destination=self._render(run, node.number),
+        )
+        run.variables.update(
+            number_route=result.route,
+            number_out=result.number_out,
+            number_blocked_by=result.blocked_by,
+            number_blocked_entry=result.blocked_entry,
+        )
+        if result.route == "":
+            log.info("number %s: %s (%s)", node.id, result.outcome, result.reason,
+                     extra={"call": run.call.uuid, "node": node.id})
+        return result.outcome
 
     async def _transfer(self, run: _Run, node: TransferNode) -> str:
         if node.flow is not None:

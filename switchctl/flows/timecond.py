@@ -5,21 +5,24 @@ Formats (all checked at load time, errors say what was expected):
   the end is exclusive, `24:00` is allowed as an end, and a range may wrap midnight (`22:00-06:00`).
 - days: `mon-fri`, `sat,sun`, a list (`[mon, wed-fri]`); ranges may wrap (`fri-mon`).
 - dates: a list of `YYYY-MM-DD` (once) or `MM-DD` (every year), each optionally a range `A..B`
-  (inclusive; yearly ranges may wrap the new year: `12-24..01-02`).
+  (inclusive; yearly ranges may wrap the new year: `12-24..01-02`); parsed by
+  switchctl/numbering/dates.py, shared with the site's holiday calendars.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Dates are shared with the site's holiday calendars, which live in the numbering package.
+from switchctl.numbering.dates import DateRange, parse_dates
+
+__all__ = ["DAY_NAMES", "DateRange", "TimeRange", "parse_dates", "parse_days", "parse_time_ranges"]
+
 DAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 _HHMM = re.compile(r"(\d{1,2}):(\d{2})")
-_FULL_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_YEARLY_DATE = re.compile(r"(\d{2})-(\d{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,63 +95,3 @@ def parse_days(value: str | Sequence[str]) -> frozenset[int]:
     if not days:
         raise ValueError("days is empty")
     return frozenset(days)
-
-
-@dataclass(frozen=True, slots=True)
-class DateRange:
-    """Inclusive range of dates; `yearly` ranges compare (month, day) only and may wrap the year."""
-
-    start: tuple[int, int, int]  # (year, month, day); year 0 when yearly
-    end: tuple[int, int, int]
-    yearly: bool
-
-    def contains(self, day: dt.date) -> bool:
-        if not self.yearly:
-            return self.start <= (day.year, day.month, day.day) <= self.end
-        md = (0, day.month, day.day)
-        if self.start <= self.end:
-            return self.start <= md <= self.end
-        return md >= self.start or md <= self.end
-
-
-def _date(item: object) -> tuple[tuple[int, int, int], bool]:
-    if isinstance(item, dt.date):  # YAML turns unquoted 2024-12-25 into a date
-        return (item.year, item.month, item.day), False
-    text = str(item).strip()
-    m = _FULL_DATE.fullmatch(text)
-    if m:
-        y, mo, d = (int(g) for g in m.groups())
-        try:
-            dt.date(y, mo, d)
-        except ValueError:
-            raise ValueError(f"'{text}' is not a valid date") from None
-        return (y, mo, d), False
-    m = _YEARLY_DATE.fullmatch(text)
-    if m:
-        mo, d = int(m.group(1)), int(m.group(2))
-        try:
-            dt.date(2000, mo, d)  # a leap year, so 02-29 is accepted
-        except ValueError:
-            raise ValueError(f"'{text}' is not a valid date") from None
-        return (0, mo, d), True
-    raise ValueError(f"'{text}' is not a date (expected YYYY-MM-DD or MM-DD, optionally A..B)")
-
-
-def parse_dates(value: object) -> tuple[DateRange, ...]:
-    items = [value] if isinstance(value, (str, dt.date)) else value
-    if not isinstance(items, list) or not items:
-        raise ValueError("dates must be a date or a list of dates")
-    out = []
-    for item in items:
-        if isinstance(item, str) and ".." in item:
-            first, _, last = item.partition("..")
-            (a, ya), (b, yb) = _date(first), _date(last)
-            if ya != yb:
-                raise ValueError(f"'{item}': both ends must be YYYY-MM-DD or both MM-DD")
-            if not ya and a > b:
-                raise ValueError(f"'{item}': the range ends before it starts")
-            out.append(DateRange(a, b, ya))
-        else:
-            a, yearly = _date(item)
-            out.append(DateRange(a, a, yearly))
-    return tuple(out)
