@@ -336,3 +336,37 @@ def test_a_site_without_numbering_has_empty_sections(tmp_path: Path) -> None:
 ])
 def test_numbering_errors(tmp_path: Path, section: str, message: str) -> None:
     assert error_of(tmp_path, BASE + section).endswith(message)
+
+
+# --- billing and CDR locations ------------------------------------------------------------------
+
+
+def test_billing_defaults_and_cdr_default_location(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path, BASE))
+    assert site.billing.tenant == "default" and site.billing.warning_seconds == 10
+    cdr = site.switches[0].cdr
+    assert cdr is not None and (cdr.format, str(cdr.path)) == ("json", "/var/log/freeswitch/json_cdr")
+
+
+def test_billing_section_is_read(tmp_path: Path) -> None:
+    text = BASE + "billing: {tenant: bar2, warning_seconds: 5, warning_prompt: 'tone_stream://%(200,0,800)', cdr_poll_seconds: 0.5}\n"
+    site = load_site(write_site(tmp_path, text))
+    assert (site.billing.tenant, site.billing.warning_seconds, site.billing.cdr_poll_seconds) == ("bar2", 5, 0.5)
+    assert site.billing.warning_prompt == "tone_stream://%(200,0,800)"
+
+
+def test_billing_errors_name_the_line(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE + "billing: {warning_secs: 5}\n")
+    assert msg.endswith(":8:11: unknown key 'warning_secs' in billing; did you mean 'warning_seconds'?")
+    msg = error_of(tmp_path, BASE + "billing: {warning_seconds: 9999}\n")
+    assert msg.endswith("billing warning_seconds must be between 0 and 600, not 9999")
+    msg = error_of(tmp_path, BASE + "billing: {cdr_poll_seconds: fast}\n")
+    assert "cdr_poll_seconds must be a number of seconds" in msg
+
+
+def test_switch_cdr_location_and_format(tmp_path: Path) -> None:
+    site = load_site(write_site(tmp_path, BASE.replace("    sip:", "    cdr: {format: csv, path: cdr/Master.csv}\n    sip:")))
+    cdr = site.switches[0].cdr
+    assert cdr is not None and cdr.format == "csv" and cdr.path == tmp_path / "cdr" / "Master.csv"
+    msg = error_of(tmp_path, BASE.replace("    sip:", "    cdr: {format: custom}\n    sip:"))
+    assert "cdr format 'custom' is not one a freeswitch writes (one of: json, csv)" in msg

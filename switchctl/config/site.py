@@ -117,6 +117,29 @@ class SwitchConfig:
     ari: AriConfig | None = None
     # Asterisk: its sounds directory; deploy installs the site's prompts under switchctl/<site>/ there
     sounds_dir: Path | None = None
+    cdr: CdrConfig | None = None  # where the controller reads the switch's own CDRs
+
+
+@dataclass(frozen=True, slots=True)
+class CdrConfig:
+    """Where a switch writes its CDRs, as the controller sees the path (same machine or a mount).
+
+    FreeSWITCH: `json` (mod_json_cdr's log-dir, one file per leg) or `csv` (mod_cdr_csv's Master.csv);
+    Asterisk: `custom` (the folder holding cdr-custom/switchctl.csv, i.e. its astlogdir).
+    """
+
+    format: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class BillingConfig:
+    """Prepaid billing settings of a site (docs/SITE.md, docs/PREPAID.md)."""
+
+    tenant: str = "default"  # the accounts and rate tables this site's calls use
+    warning_seconds: int = 10  # warn a prepaid call this long before its money runs out (0: never)
+    warning_prompt: str = "tone_stream://%(500,500,1400);loops=2"
+    cdr_poll_seconds: float = 1.0  # how often the switches' CDR files are read
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +178,7 @@ class Site:
     values: Mapping[str, str]
     allow_remote: bool = False
     numbering: Numbering = field(default_factory=Numbering)  # plans, screening, holidays
+    billing: BillingConfig = field(default_factory=BillingConfig)
 
     @property
     def folder(self) -> Path:
@@ -311,7 +335,7 @@ def _parse_listen(value: Any, mark: Mark, what: str) -> tuple[str, int]:
 
 _SWITCH_KEYS = (
     "name", "kind", "esl", "outbound", "ari", "sip", "domain", "sessions_per_second", "max_sessions",
-    "acl", "conf_dir", "sounds_dir",
+    "acl", "conf_dir", "sounds_dir", "cdr",
 )
 # Which keys only one kind takes: the others are errors, not silently ignored.
 _KIND_KEYS = {"freeswitch": ("esl", "outbound"), "asterisk": ("ari", "sounds_dir")}
@@ -412,8 +436,54 @@ def _switch(m: YMap, folder: Path) -> SwitchConfig:
                            f"{what} sounds_dir")
         sounds_dir = (folder / sounds_text).resolve() if not Path(sounds_text).is_absolute() else Path(sounds_text)
 
+    cdr = _cdr(m, kind, folder, what)
     return SwitchConfig(name, kind, esl, outbound, sip, domain, sps, max_sessions, tuple(acl),
-                        conf_dir, m.mark, ari, sounds_dir)
+                        conf_dir, m.mark, ari, sounds_dir, cdr)
+
+
+# Where each kind writes CDRs when the site does not say: FreeSWITCH's packaged log dir with the
+# rendered json_cdr.conf (log-dir $${log_dir}/json_cdr), and tools/asterisk-setup.sh's chroot.
+_CDR_FORMATS = {"freeswitch": ("json", "csv"), "asterisk": ("custom",)}
+_CDR_DEFAULTS = {
+    "freeswitch": ("json", "/var/log/freeswitch/json_cdr"),
+    "asterisk": ("custom", "/var/lib/switchctl/asterisk/root/var/log/asterisk"),
+}
+
+
+def _cdr(m: YMap, kind: str, folder: Path, what: str) -> CdrConfig:
+    fmt, path_text = _CDR_DEFAULTS[kind]
+    if "cdr" in m:
+        cdr_map = _map(m["cdr"], m.mark_of("cdr"), f"{what} cdr")
+        _check_keys(cdr_map, ("format", "path"), f"{what} cdr")
+        fmt = _str(cdr_map.get("format", fmt), cdr_map.mark_of("format"), f"{what} cdr format")
+        if fmt not in _CDR_FORMATS[kind]:
+            raise SourceError(cdr_map.mark_of("format"),
+                              f"{what} cdr format '{fmt}' is not one a {kind} writes "
+                              f"(one of: {', '.join(_CDR_FORMATS[kind])})")
+        path_text = _str(cdr_map.get("path", path_text), cdr_map.mark_of("path"), f"{what} cdr path")
+    path = Path(path_text) if Path(path_text).is_absolute() else (folder / path_text).resolve()
+    return CdrConfig(fmt, path)
+
+
+_BILLING_KEYS = ("tenant", "warning_seconds", "warning_prompt", "cdr_poll_seconds")
+
+
+def _billing(root: YMap) -> BillingConfig:
+    if root.get("billing") is None:
+        return BillingConfig()
+    m = _map(root["billing"], root.mark_of("billing"), "billing")
+    _check_keys(m, _BILLING_KEYS, "billing")
+    default = BillingConfig()
+    tenant = _name(m.get("tenant", default.tenant), m.mark_of("tenant"), "billing tenant")
+    warning = _int(m.get("warning_seconds", default.warning_seconds), m.mark_of("warning_seconds"),
+                   "billing warning_seconds", 0, 600)
+    prompt = _str(m.get("warning_prompt", default.warning_prompt), m.mark_of("warning_prompt"),
+                  "billing warning_prompt")
+    poll_value = m.get("cdr_poll_seconds", default.cdr_poll_seconds)
+    if isinstance(poll_value, bool) or not isinstance(poll_value, (int, float)) or not 0.1 <= poll_value <= 3600:
+        raise SourceError(m.mark_of("cdr_poll_seconds"),
+                          f"billing cdr_poll_seconds must be a number of seconds between 0.1 and 3600, not {_kind(poll_value)}")
+    return BillingConfig(tenant, warning, prompt, float(poll_value))
 
 
 _PHONE_KEYS = ("extension", "range", "name", "password", "booth")
@@ -496,7 +566,7 @@ def _database_url(text: str, folder: Path) -> str:
 
 _SITE_KEYS = (
     "site", "allow_remote", "switches", "database", "web", "flows", "sounds", "phones", "gateways",
-    "lists", "values", "numbering", "screening", "holidays",
+    "lists", "values", "numbering", "screening", "holidays", "billing",
 )
 
 
@@ -603,6 +673,8 @@ def load_site(path: str | Path) -> Site:
         holidays=MappingProxyType(_holidays(root)),
     )
 
+    billing = _billing(root)
+
     _check_binds(root, switches, web_listen, allow_remote)
 
     return Site(
@@ -619,6 +691,7 @@ def load_site(path: str | Path) -> Site:
         values=MappingProxyType(values),
         allow_remote=allow_remote,
         numbering=numbering,
+        billing=billing,
     )
 
 
