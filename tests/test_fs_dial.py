@@ -4,12 +4,15 @@ against the simulator (every outcome, sequential and simultaneous ringing, hangu
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 
 from switchctl.esl.codec import FrameParser, parse_plain_event
 from switchctl.esl.outbound import OutboundServer, OutboundSession
 from switchctl.sim import FreeSwitchSim, Route, SimConfig, UserBehaviour
+from switchctl.sim.bridge import parse_dial_groups
 from switchctl.sim.config import GatewayBehaviour
 from switchctl.switch.call import (
     CallError, CallGone, DialAnswer, DialOutcome, DialSpec, DialTarget,
@@ -63,6 +66,123 @@ def test_bridge_completion_parser_on_capture(case):
         assert result.talk_us == result.ended_at_us - result.answered_at_us > 0
     else:
         assert result.peer_uuid is None and result.talk_us == 0
+
+
+# --- real FreeSWITCH 1.11.1 runs of FreeSwitchCall.dial (tests/data/fsreal_dial/README.md) ----------------------
+
+FSREAL = Path(__file__).parent / "data" / "fsreal_dial"
+FSREAL_B_LEGS = json.loads((FSREAL / "b_legs.json").read_text())
+
+# case: (outcome, cause, caller gone, the target the result names: gateway name or phone extension)
+FSREAL_EXPECTED = {
+    "answered": (DialOutcome.ANSWERED, "NORMAL_CLEARING", False, "gwans"),
+    "busy": (DialOutcome.BUSY, "USER_BUSY", False, "gwbusy"),
+    "rejected": (DialOutcome.REJECTED, "CALL_REJECTED", False, "gwdecl"),
+    "no_answer": (DialOutcome.NO_ANSWER, "ALLOTTED_TIMEOUT", False, "gwring"),
+    "unreachable": (DialOutcome.FAILED, "NORMAL_TEMPORARY_FAILURE", False, "gwdead"),
+    "unregistered": (DialOutcome.FAILED, "USER_NOT_REGISTERED", False, "1002"),
+    "sequential": (DialOutcome.ANSWERED, "NORMAL_CLEARING", False, "gwans"),  # busy | ring 3 s | answer
+    "simultaneous": (DialOutcome.ANSWERED, "NORMAL_CLEARING", False, "gwans"),  # ring, answer, busy at once
+    # a whole group failed: FreeSWITCH reports its FIRST leg's cause (dial order), whichever failed first
+    "simul_all_fail": (DialOutcome.BUSY, "USER_BUSY", False, "gwbusy"),  # busy, decline
+    "simul_all_fail2": (DialOutcome.REJECTED, "CALL_REJECTED", False, "gwdecl"),  # decline, ring 3 s
+    "simul_ring_busy": (DialOutcome.NO_ANSWER, "ALLOTTED_TIMEOUT", False, "gwring"),  # busy failed 3 s earlier
+    "simul_ring_decl_busy": (DialOutcome.NO_ANSWER, "ALLOTTED_TIMEOUT", False, "gwring"),
+    "simul_unreg_busy": (DialOutcome.BUSY, "USER_BUSY", False, "gwbusy"),  # no channel for the unregistered
+    "simul_busy_unreg": (DialOutcome.BUSY, "USER_BUSY", False, "gwbusy"),
+    "seq_busy_decl": (DialOutcome.REJECTED, "CALL_REJECTED", False, "gwdecl"),
+    "seq_busy_unreg": (DialOutcome.FAILED, "USER_NOT_REGISTERED", False, "1002"),
+    "caller_hangup_ringing": (None, "NORMAL_CLEARING", True, "gwring"),  # dial raises CallGone
+    "caller_hangup_bridge": (DialOutcome.ANSWERED, "NORMAL_CLEARING", True, "gwwait"),
+    "announce_then_hangup": (DialOutcome.ANSWERED, "NORMAL_CLEARING", True, "gwwait"),  # we hung up at +5 s
+    "our_hangup_bridge": (DialOutcome.ANSWERED, "NORMAL_CLEARING", True, "gwwait"),
+}
+
+
+def fsreal_dial(done):
+    """Targets by origination uuid, and the uuids per group, from the dial string the bridge ran."""
+    _, groups = parse_dial_groups(done["Application-Data"])
+    targets, leg_groups = {}, []
+    for group in groups:
+        leg_groups.append([target.variables["origination_uuid"] for target in group])
+        for target in group:
+            timeout = float(target.variables["leg_timeout"])
+            if target.dial.startswith("sofia/gateway/"):
+                _, _, gateway, number = target.dial.split("/")
+                dial_target = DialTarget("gateway", number, gateway=gateway, timeout=timeout)
+            else:
+                dial_target = DialTarget("phone", target.dial[len("user/"):].split("@")[0], timeout=timeout)
+            targets[target.variables["origination_uuid"]] = dial_target
+    return targets, leg_groups
+
+
+def target_label(target):
+    return target.gateway if target.kind == "gateway" else target.address
+
+
+def test_fsreal_captures_are_all_checked():
+    assert {p.name.split(".")[0] for p in FSREAL.glob("*.CHANNEL_EXECUTE_COMPLETE_bridge.raw")} == set(FSREAL_EXPECTED)
+
+
+@pytest.mark.parametrize("case", sorted(FSREAL_EXPECTED))
+def test_bridge_completion_parser_on_real_dial(case):
+    done = load_event(FSREAL / f"{case}.CHANNEL_EXECUTE_COMPLETE_bridge.raw")
+    bridge_path = FSREAL / f"{case}.CHANNEL_BRIDGE.raw"
+    bridge = load_event(bridge_path) if bridge_path.exists() else None
+    targets, leg_groups = fsreal_dial(done)
+    last_target = targets[leg_groups[-1][-1]]
+    result = dial_result_from_bridge(done, bridge=bridge, targets=targets, last_target=last_target,
+                                     leg_groups=leg_groups)
+    outcome, cause, gone, label = FSREAL_EXPECTED[case]
+    assert (result.cause, result.caller_hung_up) == (cause if outcome else result.cause, gone)
+    assert target_label(result.target) == label
+    b_legs = FSREAL_B_LEGS[case]["b_legs"]
+    assert FSREAL_B_LEGS[case]["channels_after"] == "0 total."  # no leg left behind on the real switch
+    if outcome is None:  # caller hung up while ringing: the ringing leg was cancelled
+        assert result.outcome is not DialOutcome.ANSWERED and result.caller_hung_up
+        assert [leg["cause"] for leg in b_legs.values()] == ["ORIGINATOR_CANCEL"]
+        return
+    assert result.outcome is outcome
+    if outcome is DialOutcome.ANSWERED:
+        peer = b_legs[result.peer_uuid]
+        # ignore_early_media=true: CHANNEL_BRIDGE carries the B leg's real answer time (not 0, s3 b1)...
+        assert int(bridge["Other-Leg-Channel-Answered-Time"]) == int(peer["answered_at"]) > 0
+        assert result.answered_at_us == int(peer["answered_at"])
+        # ...and talk time from the switch's own stamps is the B leg's billusec, or one media tick more: the
+        # bridge completes on the A leg's next 20 ms frame after B hung up ("answered": +20005 µs; the
+        # completion carries no B hangup time, Other-Leg-Channel-Hangup-Time is 0)
+        assert 0 <= result.talk_us - int(peer["billusec"]) <= 20_010
+        assert 0 <= result.ended_at_us - int(peer["hangup_at"]) <= 20_010
+    else:
+        assert result.peer_uuid is None and result.talk_us == 0
+
+
+def test_losing_legs_of_a_real_simultaneous_dial():
+    """The ringing leg that lost is hung up with LOSE_RACE; a leg that had failed keeps its own cause."""
+    done = load_event(FSREAL / "simultaneous.CHANNEL_EXECUTE_COMPLETE_bridge.raw")
+    targets, _ = fsreal_dial(done)
+    causes = {target_label(targets[uuid]): leg["cause"]
+              for uuid, leg in FSREAL_B_LEGS["simultaneous"]["b_legs"].items()}
+    assert causes == {"gwring": "LOSE_RACE", "gwans": "NORMAL_CLEARING", "gwbusy": "USER_BUSY"}
+
+
+def test_real_completion_after_a_side_hangup_has_no_last_bridge_hangup_cause():
+    for case in ("caller_hangup_bridge", "our_hangup_bridge"):
+        done = load_event(FSREAL / f"{case}.CHANNEL_EXECUTE_COMPLETE_bridge.raw")
+        assert done["Answer-State"] == "hangup" and done.get("variable_last_bridge_hangup_cause") is None
+        assert done["variable_bridge_hangup_cause"] == "NORMAL_CLEARING"
+
+
+def test_real_announce_runs_inside_the_bridge():
+    """uuid_broadcast aleg during a bridge: the playback runs on the A leg and completes (its own
+    Application-UUID, not one we sent) while the bridge goes on until our hangup ~2 s after the playback ended."""
+    play = load_event(FSREAL / "announce_then_hangup.CHANNEL_EXECUTE_COMPLETE_playback.raw")
+    done = load_event(FSREAL / "announce_then_hangup.CHANNEL_EXECUTE_COMPLETE_bridge.raw")
+    sent = (FSREAL / "announce_then_hangup.sent.raw").read_text()
+    assert play["Application-Response"] == "FILE PLAYED" and play["Answer-State"] == "answered"
+    assert play["Application-UUID"] not in sent and done["Application-UUID"] in sent
+    assert int(done["Event-Date-Timestamp"]) - int(play["Event-Date-Timestamp"]) > 1_500_000
+    assert f"api uuid_broadcast {done['Unique-ID']} tone_stream://" in sent and sent.count("aleg\n") == 1
 
 
 def test_dial_string_shape():
@@ -313,3 +433,33 @@ async def test_sim_uuid_broadcast_replies():
     sim = FreeSwitchSim(SimConfig())
     assert run_api(sim, "uuid_broadcast") == "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
     assert run_api(sim, "uuid_broadcast nosuch tone_stream://%(100,0,440) aleg") == "-ERR invalid uuid\n"
+
+
+@pytest.mark.parametrize("groups,outcome,cause,target", [
+    # the same shapes as the real runs simul_ring_busy, simul_unreg_busy, seq_busy_unreg, simul_all_fail2
+    ([[phone("2005", 1), phone("2003")]], DialOutcome.NO_ANSWER, "ALLOTTED_TIMEOUT", "2005"),
+    ([[phone("2006"), phone("2003")]], DialOutcome.BUSY, "USER_BUSY", "2003"),
+    ([[phone("2003")], [phone("2006")]], DialOutcome.FAILED, "USER_NOT_REGISTERED", "2006"),
+    ([[phone("2004"), phone("2005", 1)]], DialOutcome.REJECTED, "CALL_REJECTED", "2004"),
+])
+async def test_sim_failed_group_reports_its_first_leg_like_real_freeswitch(groups, outcome, cause, target):
+    async def scenario(call, _):
+        return await call.dial(DialSpec(groups=groups))
+
+    result, _, _ = await run_call(scenario)
+    assert (result.outcome, result.cause, result.target.address) == (outcome, cause, target)
+
+
+async def test_sim_unreachable_gateway_gets_a_b_channel(monkeypatch):
+    legs = []
+    register = FreeSwitchSim.register_channel
+    monkeypatch.setattr(FreeSwitchSim, "register_channel", lambda self, ch: (legs.append(ch), register(self, ch)))
+
+    async def scenario(call, _):
+        return await call.dial(DialSpec(groups=[[DialTarget("gateway", "5551234", gateway="down")]]))
+
+    result, _, _ = await run_call(scenario)
+    assert (result.outcome, result.cause, result.target.gateway) == (DialOutcome.FAILED, "NORMAL_TEMPORARY_FAILURE", "down")
+    # like the real gwdead run and s3 b5: sofia creates the leg, then fails it with its own 503
+    assert [leg.data.hangup_cause for leg in legs if leg.data.name.startswith("sofia/gateway/")] == [
+        "NORMAL_TEMPORARY_FAILURE"]

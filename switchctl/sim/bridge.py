@@ -50,6 +50,7 @@ class LegOutcome:
     cause: str  # "SUCCESS" or the failure cause
     leg: SimChannel | None
     tried: list[tuple[str, str]] = field(default_factory=list)  # (B leg uuid, cause or NONE): originate_causes
+    last_ended: str | None = None  # cause of the B leg (with a channel) that ended last: last_bridge_hangup_cause
 
 
 @dataclass
@@ -140,9 +141,10 @@ def _behaviour(sim: "FreeSwitchSim", dial: str) -> tuple[str, UserBehaviour | Ga
             return "SUBSCRIBER_ABSENT", None, dial
         if not behaviour.registered:
             return "USER_NOT_REGISTERED", None, dial
+        name = f"sofia/{sim.config.sip_profile}/{user}@{sim.config.domain}"
         if not behaviour.reachable:
-            return "NORMAL_TEMPORARY_FAILURE", None, dial  # sofia's internal 503 (s3 b5)
-        return "", behaviour, f"sofia/{sim.config.sip_profile}/{user}@{sim.config.domain}"
+            return "NORMAL_TEMPORARY_FAILURE", None, name  # sofia's internal 503 (s3 b5), on a B channel
+        return "", behaviour, name
     if dial.startswith("sofia/gateway/"):
         name = dial[len("sofia/gateway/"):].split("/", 1)[0]
         gateway = sim.config.gateways.get(name)
@@ -150,14 +152,14 @@ def _behaviour(sim: "FreeSwitchSim", dial: str) -> tuple[str, UserBehaviour | Ga
             sim.log("ERR", f"Invalid Gateway '{name}'")
             return "INVALID_GATEWAY", None, dial
         if not gateway.reachable:
-            return "NORMAL_TEMPORARY_FAILURE", None, dial
+            return "NORMAL_TEMPORARY_FAILURE", None, dial  # on a B channel, as above
         return "", gateway, dial
     if dial.startswith("sofia/"):
         parts = dial.split("/", 2)
         user = parts[2].split("@", 1)[0] if len(parts) > 2 else ""
         behaviour = sim.config.users.get(user)
         if behaviour is None:
-            # nothing answers there: sofia's own 503 (s3 b5, b5b)
+            # nothing answers there: sofia's own 503 on a B channel (s3 b5, b5b)
             return "NORMAL_TEMPORARY_FAILURE", None, dial
         return "", behaviour, dial
     return "CHAN_NOT_IMPLEMENTED", None, dial
@@ -183,41 +185,56 @@ async def originate_leg(sim: "FreeSwitchSim", dial: str, *, a_leg: SimChannel | 
         return LegOutcome("DESTINATION_OUT_OF_ORDER", None)
     outcome = LegOutcome("NORMAL_TEMPORARY_FAILURE", None)
     tried: list[tuple[str, str]] = []
+    last_ended: str | None = None
     for group in groups:  # `|` failover: the next group only after the whole group failed
         outcome = await _ring_group(sim, group, {**(extra_vars or {}), **global_vars}, a_leg=a_leg)
         tried += outcome.tried
+        last_ended = outcome.last_ended or last_ended
         if outcome.cause == "SUCCESS" or (a_leg is not None and a_leg.hungup):
             break
     outcome.tried = tried
+    outcome.last_ended = last_ended
     return outcome
 
 
 async def _ring_group(sim: "FreeSwitchSim", group: list[Target], variables: dict[str, str], *,
                       a_leg: SimChannel | None) -> LegOutcome:
     race = Race()
-    outcomes = await asyncio.gather(*(
-        _try_target(sim, target, {**variables, **target.variables}, a_leg=a_leg, race=race) for target in group))
+    ended: list[LegOutcome] = []  # in the order the legs ended
+
+    async def ring(target: Target) -> LegOutcome:
+        outcome = await _try_target(sim, target, {**variables, **target.variables}, a_leg=a_leg, race=race)
+        ended.append(outcome)
+        return outcome
+
+    outcomes = await asyncio.gather(*(ring(target) for target in group))
     tried = [(o.leg.uuid, "NONE" if o.cause == "SUCCESS" else o.cause) for o in outcomes if o.leg is not None]
     for outcome in outcomes:
         if outcome.cause == "SUCCESS":
             return LegOutcome("SUCCESS", outcome.leg, tried)
-    # the group's cause: the last leg's, unless it only lost a race (simplified from switch_ivr_originate)
-    failed = [o for o in outcomes if o.cause != "LOSE_RACE"] or list(outcomes)
-    return LegOutcome(failed[-1].cause, failed[-1].leg, tried)
+    # The group's cause is that of its first leg in dial order that got a channel, whichever failed first
+    # (real 1.11.1, tests/data/fsreal_dial: [ring 3 s, busy] -> ALLOTTED_TIMEOUT, [unregistered, busy] ->
+    # USER_BUSY); last_bridge_hangup_cause is the cause of the channel that ended last.
+    with_channel = [o for o in outcomes if o.leg is not None]
+    first = (with_channel or list(outcomes))[0]
+    last_ended = next((o.cause for o in reversed(ended) if o.leg is not None), None)
+    return LegOutcome(first.cause, first.leg, tried, last_ended)
 
 
 async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str, str], *,
                       a_leg: SimChannel | None, race: Race) -> LegOutcome:
     speed = sim.config.media_speed
     cause, behaviour, name = _behaviour(sim, target.dial)
-    if cause:
+    # A sofia leg that cannot reach its far end still gets a channel (it is in originate_causes: s3 b5, real
+    # gateway to a closed port); the other failures are decided before any channel exists (s3 b4).
+    unreachable = cause == "NORMAL_TEMPORARY_FAILURE" and name.startswith("sofia/")
+    if cause and not unreachable:
         await asyncio.sleep(FAIL_FAST / speed)
         return LegOutcome(cause, None)
     refused = sim.admit_session()
     if refused is not None:
         sim.log("CRIT", refused)
         return LegOutcome("NORMAL_TEMPORARY_FAILURE", None)
-    assert behaviour is not None
     a_vars = a_leg.vars if a_leg is not None else {}
     leg_timeout = variables.get("leg_timeout")
     call_timeout = variables.get("originate_timeout") or a_vars.get("call_timeout") or variables.get("call_timeout")
@@ -244,6 +261,11 @@ async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str,
     sim.set_state(leg, "CS_CONSUME_MEDIA")
     if a_leg is not None:
         a_leg.set_callstate("RING_WAIT")
+    if unreachable:
+        await asyncio.sleep(FAIL_FAST / speed)
+        await _fail_leg(sim, leg, cause)
+        return LegOutcome(cause, leg)
+    assert behaviour is not None
     if getattr(behaviour, "early_media", False):
         leg.pre_answer()  # 183 + SDP
     else:
@@ -346,8 +368,10 @@ async def app_bridge(ch: SimChannel, arg: str) -> None:
         ch.set_var("originate_causes", _array([f"{uuid};{cause}" for uuid, cause in outcome.tried]))
     if outcome.cause != "SUCCESS" or leg is None:
         ch.set_var("originate_failed_cause", outcome.cause)
+        if outcome.last_ended is not None and not ch.hungup:
+            # not after the caller hung up while ringing (real: absent then)
+            ch.set_var("last_bridge_hangup_cause", outcome.last_ended)
         if leg is not None:
-            ch.set_var("last_bridge_hangup_cause", outcome.cause)
             proto = leg.vars.get("last_bridge_proto_specific_hangup_cause")
             if proto:
                 ch.set_var("last_bridge_proto_specific_hangup_cause", proto)
@@ -414,7 +438,10 @@ async def bridge_legs(sim: "FreeSwitchSim", a: SimChannel, b: SimChannel) -> Non
     b_cause = b.data.hangup_cause or "NORMAL_CLEARING"
     a.bridged_to = b.bridged_to = None
     a.fire("CHANNEL_UNBRIDGE", bridge_ids)
-    a.set_var("last_bridge_hangup_cause", b_cause)
+    if not a.hungup:
+        # Real 1.11.1: after the A side ended the bridge (caller or uuid_kill / our hangup) the bridge's
+        # completion has bridge_hangup_cause but no last_bridge_hangup_cause (tests/data/fsreal_dial).
+        a.set_var("last_bridge_hangup_cause", b_cause)
     a.set_var("bridge_hangup_cause", b_cause)
     a.set_var("sip_hangup_phrase", b.vars.get("sip_hangup_phrase", "OK"))
     a.set_var("last_bridge_proto_specific_hangup_cause", f"sip:{SIP_CODE.get(b_cause, 200)}")

@@ -67,6 +67,10 @@ DIGITS_VAR = "switchctl_digits"
 # without it a 183 bridges at early media with that field 0 (s3 b1/b6) and billing would start
 # before anyone answered. The caller hears the A leg's `ringback` meanwhile.
 # `[origination_uuid=...]` names each leg, so the answering leg maps back to its target.
+# Checked on a real 1.11.1 (tests/data/fsreal_dial): with ignore_early_media CHANNEL_BRIDGE's
+# Other-Leg-Channel-Answered-Time is the B leg's own answer stamp; the bridge completes on the A
+# leg's next 20 ms frame after B hung up, so talk_us is B's billusec or one tick (20 ms) more; a
+# failed `,` group reports its first leg's cause (dial order), see failed_leg_uuid.
 DEFAULT_SOFIA_PROFILE = "internal"
 BRIDGE_EVENT = "CHANNEL_BRIDGE"
 # What a dial-string field may not contain: the dial string's own separators, quoting and
@@ -141,15 +145,43 @@ def _array_items(value: str | None) -> list[str]:
     return [value]
 
 
+def failed_leg_uuid(done: Event, cause: str, leg_groups: Sequence[Sequence[str]] = ()) -> str | None:
+    """Which B leg the failure `cause` of an unanswered bridge belongs to.
+
+    `originate_causes` lists `uuid;cause` for every B leg that got a channel, in dial order (a
+    USER_NOT_REGISTERED target gets none). A real 1.11.1 reports the cause of the first leg in dial
+    order that got a channel in the last group tried, not of the leg that failed first or last
+    (tests/data/fsreal_dial: `[ring 3 s, busy]` -> ALLOTTED_TIMEOUT although busy failed 3 s
+    earlier; `[unregistered, busy]` -> USER_BUSY; `[busy] | [unregistered]` ->
+    USER_NOT_REGISTERED). With `leg_groups` (our origination uuids per group; every group was tried
+    when nothing answered) the leg is found in the last group; without, the last leg whose cause
+    matches."""
+    causes: dict[str, str] = {}
+    for item in _array_items(done.get("variable_originate_causes")):
+        uuid, _, leg_cause = item.partition(";")
+        causes[uuid] = leg_cause
+    if leg_groups:
+        group = leg_groups[-1]
+        return (next((uuid for uuid in group if causes.get(uuid) == cause), None)
+                or next((uuid for uuid in group if uuid not in causes), None)
+                or (group[0] if group else None))
+    matching = [uuid for uuid, leg_cause in causes.items() if leg_cause == cause]
+    return (matching or list(causes) or [None])[-1]
+
+
 def dial_result_from_bridge(done: Event, *, bridge: Event | None = None,
                             targets: Mapping[str, DialTarget] | None = None,
-                            last_target: DialTarget | None = None) -> DialResult:
-    """DialResult from the bridge's CHANNEL_EXECUTE_COMPLETE (pure; captures s3 b1-b7).
+                            last_target: DialTarget | None = None,
+                            leg_groups: Sequence[Sequence[str]] = ()) -> DialResult:
+    """DialResult from the bridge's CHANNEL_EXECUTE_COMPLETE (pure; captures s3 b1-b7 and the real
+    runs in tests/data/fsreal_dial).
 
     `originate_disposition` is SUCCESS when a leg answered and was bridged, else the failure cause
     (USER_NOT_REGISTERED has no B leg and no last_bridge_hangup_cause, s3 b4). `Answer-State:
-    hangup` means the A leg is gone: the caller hung up, or FreeSWITCH hung it up after a failed
-    bridge without continue_on_fail (s3 b2)."""
+    hangup` means the A leg is gone: the caller hung up (or we hung it up), or FreeSWITCH hung it
+    up after a failed bridge without continue_on_fail (s3 b2). After an A-side hangup during the
+    bridge the completion has no last_bridge_hangup_cause, only bridge_hangup_cause and
+    Hangup-Cause (fsreal_dial caller_hangup_bridge, our_hangup_bridge)."""
     targets = targets or {}
     a_gone = done.get("Answer-State") == "hangup"
     disposition = done.get("variable_originate_disposition") or ""
@@ -169,12 +201,8 @@ def dial_result_from_bridge(done: Event, *, bridge: Event | None = None,
              or done.get("variable_last_bridge_hangup_cause")
              or (done.get("Hangup-Cause") if a_gone else None)
              or "NORMAL_TEMPORARY_FAILURE")
-    target = last_target
-    for item in reversed(_array_items(done.get("variable_originate_causes"))):
-        uuid = item.split(";", 1)[0]
-        if uuid in targets:
-            target = targets[uuid]
-            break
+    failed = failed_leg_uuid(done, cause, leg_groups)
+    target = targets.get(failed, last_target) if failed else last_target
     return DialResult(dial_outcome_for_cause(cause), cause, target, None,
                       ended_at_us=ended_at, caller_hung_up=a_gone)
 
@@ -388,7 +416,8 @@ class FreeSwitchCall(Call):
             answer_event = None
         else:
             answer_event = bridged.result()
-        result = dial_result_from_bridge(done, bridge=answer_event, targets=targets, last_target=last_target)
+        result = dial_result_from_bridge(done, bridge=answer_event, targets=targets, last_target=last_target,
+                                         leg_groups=leg_uuids)
         if result.caller_hung_up:
             self._cause = self._cause or done.get("Hangup-Cause") or "NORMAL_CLEARING"
             if result.outcome is not DialOutcome.ANSWERED:
