@@ -463,3 +463,48 @@ async def test_sim_unreachable_gateway_gets_a_b_channel(monkeypatch):
     # like the real gwdead run and s3 b5: sofia creates the leg, then fails it with its own 503
     assert [leg.data.hangup_cause for leg in legs if leg.data.name.startswith("sofia/gateway/")] == [
         "NORMAL_TEMPORARY_FAILURE"]
+
+
+# -- schedule_hangup: through the API, replacing the armed net -----------------------------------
+
+
+async def test_schedule_hangup_replaces_the_armed_one_and_works_during_a_bridge():
+    async def scenario(call, _):
+        async def on_answer(answer):
+            await call.schedule_hangup(1, "ALLOTTED_TIMEOUT")  # would fire first if it stayed
+            await call.schedule_hangup(3, "MEDIA_TIMEOUT")
+
+        return await call.dial(DialSpec(groups=[[phone("2001")]], on_answer=on_answer))
+
+    result, sim_result, _ = await run_call(scenario)
+    # FreeSWITCH keeps every sched_hangup task (switch_ivr_schedule_hangup): without the
+    # sched_del before the second, the first would cut the call with ALLOTTED_TIMEOUT.
+    assert result.outcome is DialOutcome.ANSWERED and result.caller_hung_up
+    assert sim_result.hangup_cause == "MEDIA_TIMEOUT"
+    lines = [c.line for c in sim_result.commands]
+    dels = [line for line in lines if line.startswith("api sched_del ")]
+    arms = [line for line in lines if line.startswith("api sched_hangup +")]
+    assert len(dels) == 2 and [a.split()[2] for a in arms] == ["+1", "+3"]
+
+
+async def test_simulated_sched_hangup_adds_tasks_like_freeswitch():
+    sim = FreeSwitchSim(SimConfig(dialplan=[Route(r"^9000$", "park", "")], media_speed=SPEED))
+    await sim.start()
+    try:
+        sim_call = sim.place_call("9000", "1001")
+        for _ in range(100):
+            if sim.channels:
+                break
+            await asyncio.sleep(0.01)
+        uuid = next(iter(sim.channels))
+        from switchctl.sim.api import run_api
+
+        assert run_api(sim, f"sched_hangup +40 {uuid} MEDIA_TIMEOUT") == "+OK\n"
+        assert run_api(sim, f"sched_hangup +60 {uuid} MEDIA_TIMEOUT") == "+OK\n"
+        assert run_api(sim, f"sched_del {uuid}") == "+OK Deleted: 2\n"
+        assert run_api(sim, f"sched_del {uuid}") == "+OK Deleted: 0\n"
+        assert run_api(sim, f"sched_hangup +1 {uuid} ALLOTTED_TIMEOUT") == "+OK\n"
+        result = await asyncio.wait_for(sim_call.done, 5)
+        assert result.hangup_cause == "ALLOTTED_TIMEOUT"
+    finally:
+        await sim.close()

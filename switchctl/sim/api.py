@@ -149,6 +149,15 @@ def api_sched_hangup(sim: "FreeSwitchSim", args: str) -> str:
     return apitext.OK
 
 
+def api_sched_del(sim: "FreeSwitchSim", args: str) -> str:
+    """`sched_del <uuid | task id>` (mod_commands.c): deletes the group's tasks, always `+OK Deleted: N`."""
+    name = args.strip()
+    if not name:
+        return "-ERR Invalid syntax\n"
+    channel = None if name.isdigit() else _channel(sim, name)
+    return f"+OK Deleted: {channel.delete_scheduled() if channel is not None else 0}\n"
+
+
 def api_uuid_transfer(sim: "FreeSwitchSim", args: str) -> str:
     argv = args.split()
     if len(argv) < 2 or len(argv) > 5:
@@ -355,6 +364,7 @@ COMMANDS: dict[str, Callable[["FreeSwitchSim", str], str]] = {
     "uuid_transfer": api_uuid_transfer,
     "uuid_broadcast": api_uuid_broadcast,
     "sched_hangup": api_sched_hangup,
+    "sched_del": api_sched_del,
     "hupall": api_hupall,
     "show": api_show,
     "reloadxml": api_reloadxml,

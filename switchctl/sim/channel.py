@@ -75,7 +75,9 @@ class SimChannel:
         self.bridged_to: "SimChannel | None" = None
         self.running_app: str | None = None
         self.exported: dict[str, str] = {}  # export/export_vars: copied onto legs this channel originates
-        self.sched_hangup_task: asyncio.Task[None] | None = None
+        # switch_ivr_schedule_hangup adds a scheduler task per call and never replaces an earlier
+        # one (the earliest fires first); `sched_del <uuid>` deletes them all (mod_commands.c).
+        self.sched_hangup_tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.linked: set[SimChannel] = set()  # channels waiting on this one (a ringing B leg)
 
@@ -216,8 +218,7 @@ class SimChannel:
             # notice right after CHANNEL_HANGUP, before the session thread's remaining events (s5 h1, h1b, h2, h2b).
             for controller in list(self.controllers):
                 controller.channel_down()
-        if self.sched_hangup_task is not None:
-            self.sched_hangup_task.cancel()
+        self.delete_scheduled()
         self.wake()
         return True
 
@@ -227,19 +228,27 @@ class SimChannel:
 
     def schedule_hangup(self, seconds: int, cause: str) -> None:
         """switch_ivr_schedule_hangup at epoch+seconds: the scheduler runs on whole seconds, so it fires up to
-        1 s early / 0.5 s late (DESIGN.md; s5 h1 fired 3.0 s after `+3`, h1b 2.5 s after)."""
-        if self.sched_hangup_task is not None:
-            self.sched_hangup_task.cancel()
+        1 s early / 0.5 s late (DESIGN.md; s5 h1 fired 3.0 s after `+3`, h1b 2.5 s after). A new one is
+        added beside any earlier one (switch_scheduler_add_task), never replacing it."""
         when = int(time.time()) + seconds  # whole epoch seconds, like switch_epoch_time_now()
         speed = self.sim.config.media_speed
 
         async def fire_later() -> None:
             delay = (when - time.time()) / speed
             await asyncio.sleep(max(0.0, delay))
-            self.sched_hangup_task = None
             self.hangup(cause, kind="external", by="switch")
 
-        self.sched_hangup_task = asyncio.get_running_loop().create_task(fire_later())
+        task = asyncio.get_running_loop().create_task(fire_later())
+        self.sched_hangup_tasks.append(task)
+        task.add_done_callback(lambda t: t in self.sched_hangup_tasks and self.sched_hangup_tasks.remove(t))
+
+    def delete_scheduled(self) -> int:
+        """`sched_del <uuid>`: every scheduled task of the channel is deleted; returns how many."""
+        tasks, self.sched_hangup_tasks = self.sched_hangup_tasks, []
+        pending = [t for t in tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        return len(pending)
 
     # --- applications ------------------------------------------------------------------------------------------
     async def execute(self, app: str, arg: str, app_uuid: str | None) -> None:

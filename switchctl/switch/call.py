@@ -242,7 +242,10 @@ class Call(abc.ABC):
 
     @abc.abstractmethod
     async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT") -> None:
-        """Arm a switch-side hangup `seconds` from now (a safety net that works without us)."""
+        """Arm a switch-side hangup `seconds` from now (a safety net that works without us).
+
+        A new schedule replaces the armed one. FreeSWITCH fires on whole seconds of its clock
+        (`+N` from floor(now)), never earlier than asked; Asterisk takes fractions."""
 
     @abc.abstractmethod
     async def set_variable(self, name: str, value: str) -> None: ...

@@ -492,8 +492,30 @@ class FreeSwitchCall(Call):
             self._cause = self._cause or cause
 
     async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT") -> None:
-        # sched_hangup takes whole seconds: never arm it earlier than asked.
-        await self._execute("sched_hangup", f"+{max(1, math.ceil(seconds))} {cause}")
+        # Through the API, not the sched_hangup application: an application would wait behind a
+        # running bridge. sched_hangup ADDS a scheduler task (switch_ivr_schedule_hangup; the
+        # earliest fires first), so `sched_del <uuid>` first makes this replace the armed one, as
+        # the Call contract says (it also drops the channel's sched_transfer/sched_broadcast tasks,
+        # which switchctl does not use). `+N` counts whole seconds from floor(now): never earlier
+        # than asked.
+        if self._cause is not None or self.session.hungup:
+            raise self._gone()
+        if _NO_SPACE.search(cause):
+            raise CallError(f"schedule_hangup: bad cause '{cause}'")
+        try:
+            await self.session.api(f"sched_del {self.uuid}")
+            reply = await self.session.api(f"sched_hangup +{max(1, math.ceil(seconds))} {self.uuid} {cause}",
+                                           check=False)
+        except (ConnectionLost, ReplyTimeout):
+            self._cause = self._cause or "SWITCH_CONNECTION_LOST"
+            raise self._gone() from None
+        except CommandError as exc:
+            raise CallError(f"sched_hangup: {exc}") from None
+        if not reply.startswith("+OK"):
+            if "No such channel" in reply:
+                self._cause = self._cause or self.session.hangup_cause or "NORMAL_CLEARING"
+                raise self._gone()
+            raise CallError(f"sched_hangup: {reply.strip()}")
 
     async def set_variable(self, name: str, value: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
