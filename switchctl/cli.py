@@ -455,7 +455,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             sim = simulator_for_site(site, flows, media_speed=args.sim_media_speed)
             await sim.start()
             log.info("FreeSWITCH simulator started", extra={"esl_port": sim.esl_port})
-        controller = Controller(site, flows)
+        from .store import Store
+
+        store = Store.open(site.database_url)
+        controller = Controller(site, flows, store=store)
         await controller.start()
         log.info("controller running", extra={"site": site.name, "flows": len(flows)})
         if sim is not None:
@@ -468,6 +471,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         await stop.wait()
         log.info("stopping: waiting for live calls")
         await controller.stop(grace=args.grace)
+        await store.close()
         if sim is not None:
             await sim.close()
         log.info("stopped", extra={"calls": controller.stats.calls_finished})

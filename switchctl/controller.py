@@ -23,7 +23,9 @@ from .esl.errors import ESLError
 from .esl.inbound import InboundClient
 from .esl.outbound import OutboundServer, OutboundSession
 from .features.ivr import IvrFeature
+from .features.prepaid.wiring import PrepaidWiring
 from .flows import FlowRunner, FlowSet, FlowTrace
+from .store.database import Store
 from .switch.asterisk import AsteriskCall, AsteriskSwitch, sound_uri_for_site
 from .switch.call import Switch
 from .switch.freeswitch import (
@@ -55,8 +57,12 @@ class Controller:
         *,
         keep_traces: bool = False,
         on_trace: Callable[[str, FlowTrace | None], None] | None = None,
+        store: Store | None = None,
     ) -> None:
         self.site = site
+        # With a store, prepaid billing runs: `prepaid` nodes authorize, cutoffs, CDR collection.
+        self.store = store
+        self.billing: PrepaidWiring | None = None
         self.flows = flows
         self.runner = FlowRunner(flows, site_values=dict(site.values), lists=dict(site.lists),
                                  sound_dirs=site.sound_dirs, numbering=site.numbering)
@@ -76,6 +82,12 @@ class Controller:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, *, connect_inbound: bool = True) -> None:
+        if self.store is not None:
+            # Billing first: calls that ended while no controller was up are billed from the
+            # switches' CDRs before a new call is authorized against the same accounts.
+            self.billing = await PrepaidWiring.start(self.site, self.store)
+            self.runner.billing = self.billing.prepaid
+            self._tasks.append(asyncio.create_task(self.billing.run(self._stop), name="cdr-collector"))
         for sw in self.site.switches:
             if sw.kind == "asterisk" and sw.ari is not None:
                 self._start_asterisk(sw)
@@ -126,6 +138,9 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.billing is not None:
+            await self.billing.close()
+
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await stop.wait()

@@ -306,6 +306,7 @@ class Dialer:
             raise CallError("dial: no targets")
         endpoints = {id(t): endpoint_for(t) for g in groups for t in g}  # all bad targets fail first
         variables = leg_variables(call, spec)
+        await self._mark_caller_cdr(spec)
         if spec.ringback and call.info.answered:
             ringback_segments(spec.ringback, call.sound_uri)  # a bad ringback fails before ringing
         last: tuple[str, DialTarget | None] = ("NORMAL_CLEARING", None)
@@ -355,6 +356,16 @@ class Dialer:
             log.warning("hangup of an outgoing leg failed: %s", exc, extra={"call": self.call.uuid, "leg": leg.id})
 
     # -- ringing -------------------------------------------------------------------------------
+
+    async def _mark_caller_cdr(self, spec: DialSpec) -> None:
+        """Copy switchctl's own variables (prepaid call and account, billing/callkeys.py) into the
+        caller's CDR variables: an ARI call bridged to a dialled leg writes ONE cdr_custom row, the
+        caller's, and it prints only CDR variables (captures 08_cdr d; docs/CDR.md), so that row
+        is what leads a call that ended while no controller was up back to its reservation."""
+        for key, value in spec.variables.items():
+            if key.startswith("switchctl_"):
+                await self.call._rest("set CDR variable",
+                                      self.call.client.set_variable(self.call.uuid, f"CDR({key})", str(value)))
 
     async def _start_leg(self, target: DialTarget, endpoint: str, variables: dict[str, str]) -> DialLeg | str:
         """Create and dial one leg; the failure cause instead when Asterisk refused it."""
