@@ -8,7 +8,8 @@ When the script runs out the caller stays silent (every further try times out).
 
 The fake applies the spec like a switch does: input stops at `max_digits` or a terminator, fewer
 than `min_digits` or a failed `pattern` is INVALID. Every operation is recorded in `ops`; the caller
-`dials` scripts the `dial` operations the same way, one item per dial: a `DialResult`, or an outcome
+`records` scripts `record`: a RecordResult or a reason ("terminator", "silence", "max_time",
+"hangup"); by default the caller speaks 3 s and presses #. `dials` scripts the `dial` operations the same way, one item per dial: a `DialResult`, or an outcome
 name (`"answered"`, `"busy"`, ...) from which a result with the usual cause is made; when it runs out
 every dial fails with NO_ANSWER. An ANSWERED dial awaits `spec.on_answer` first. The caller
 can hang up at a chosen operation (`hangup_at=("collect", 2)`: during the 2nd collect), and an
@@ -33,6 +34,9 @@ from switchctl.switch.call import (
     DialOutcome,
     DialResult,
     DialSpec,
+    RecordResult,
+    RecordSpec,
+    Recording,
     SayKind,
 )
 
@@ -63,11 +67,14 @@ class ScriptedCall(Call):
         fail_at: tuple[str, int] | None = None,
         caller_cause: str = "NORMAL_CLEARING",
         dials: Iterable[DialItem] = (),
+        records: Iterable[str | RecordResult] = (),
     ) -> None:
         self.info = CallInfo(uuid=uuid, switch="test", caller_number=caller, caller_name=caller_name,
                              destination=destination, variables=dict(variables or {}))
         self._script = iter(script)
         self._dials = iter(dials)
+        self._records = iter(records)
+        self.recordings: list[ScriptedRecording] = []
         self._hangup_at = hangup_at
         self._fail_at = fail_at
         self._caller_cause = caller_cause
@@ -150,6 +157,19 @@ class ScriptedCall(Call):
     async def announce(self, prompt: str) -> None:
         self._enter("announce", prompt)
 
+    async def record(self, spec: RecordSpec) -> RecordResult:
+        self._enter("record", spec)
+        item = next(self._records, None)
+        if isinstance(item, RecordResult):
+            return item
+        return RecordResult(spec.path, item or "terminator", 3_000_000, "#" if item in (None, "terminator") else None)
+
+    async def start_recording(self, path: str) -> Recording:
+        self._enter("start_recording", path)
+        recording = ScriptedRecording(path, self)
+        self.recordings.append(recording)
+        return recording
+
     async def transfer(self, extension: str, context: str | None = None) -> None:
         self._enter("transfer", extension, context)
         self._cause = "BLIND_TRANSFER"
@@ -175,6 +195,27 @@ class ScriptedCall(Call):
         if self._cause is None:
             raise AssertionError("ScriptedCall.wait_hangup: nothing will ever hang this call up")
         return self._cause
+
+
+class ScriptedRecording(Recording):
+    """A background recording of a ScriptedCall: its pause/resume/stop calls land in the call's ops."""
+
+    def __init__(self, path: str, call: ScriptedCall) -> None:
+        self.path = path
+        self.call = call
+        self.state = "recording"
+
+    async def pause(self) -> None:
+        self.call.ops.append(("recording_pause", self.path))
+        self.state = "paused"
+
+    async def resume(self) -> None:
+        self.call.ops.append(("recording_resume", self.path))
+        self.state = "recording"
+
+    async def stop(self) -> None:
+        self.call.ops.append(("recording_stop", self.path))
+        self.state = "stopped"
 
 
 def apply_spec(spec: CollectSpec, pressed: str) -> CollectResult:

@@ -174,6 +174,50 @@ class DialResult:
         return max(0, self.ended_at_us - self.answered_at_us)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordSpec:
+    """A recording the caller makes (voicemail, a name): `Call.record` plays a beep and records
+    until a terminator key, `silence_seconds` of silence (0: never), `max_seconds` or the hangup.
+    `path` is where the SWITCH writes the file (its own filesystem: a .wav path the switch can
+    write; the backend says where that is for the controller, RecordResult.path)."""
+
+    path: str
+    max_seconds: float = 120.0
+    silence_seconds: float = 5.0
+    terminators: str = "#"
+    beep: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """How a `Call.record` ended. `reason`: "terminator", "silence", "max_time" or "hangup" (a
+    caller who hangs up after speaking leaves a message: it is kept, never lost). `duration_us`
+    is the recorded length as the switch reports it (0 when it reports none)."""
+
+    path: str
+    reason: str
+    duration_us: int = 0
+    terminator: str | None = None
+
+
+class Recording(abc.ABC):
+    """A call recording running in the background (`Call.start_recording`): both directions, across
+    bridges, until stopped or the call ends. The file is the switch's; `path` as given."""
+
+    path: str
+
+    @abc.abstractmethod
+    async def pause(self) -> None:
+        """Stop writing audio (e.g. while a card number is read out) until `resume`."""
+
+    @abc.abstractmethod
+    async def resume(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Finish the file. Idempotent; a recording of a call that ended is already finished."""
+
+
 @dataclass
 class CallInfo:
     """What the switch told us about the call when it reached us."""
@@ -231,6 +275,15 @@ class Call(abc.ABC):
     async def announce(self, prompt: str) -> None:
         """Play `prompt` to this leg only, over whatever it is doing (e.g. a warning tone during a
         bridge, which goes on); returns once the switch accepted it, not when it finished."""
+
+    @abc.abstractmethod
+    async def record(self, spec: RecordSpec) -> RecordResult:
+        """Record what the caller says (see RecordSpec). A hangup during it returns reason
+        "hangup" with what was recorded; only a hangup before it started raises CallGone."""
+
+    @abc.abstractmethod
+    async def start_recording(self, path: str) -> Recording:
+        """Start recording the whole call (both directions) into `path` on the switch."""
 
     @abc.abstractmethod
     async def transfer(self, extension: str, context: str | None = None) -> None:
