@@ -274,9 +274,11 @@ async def test_released_or_conflicting_reservation_is_logged_once_and_the_import
     with caplog.at_level(logging.WARNING):
         report = await collector.catch_up()
     assert report.committed == 1 and report.files_done == 4
-    assert len(report.problems) == 3
+    # Committed live with another amount: the live path's amount stands (it knows when our own
+    # cutoff ended the call), the CDR is only stored — counted as a replay, not a problem.
+    assert report.replayed == 1
+    assert len(report.problems) == 2
     assert any("was released" in p for p in report.problems)
-    assert any("another amount" in p for p in report.problems)
     assert any("has no reservation" in p for p in report.problems)
     # the same records again: counted again, logged once
     for name in ("done/" + f"{B}.cdr.json",):

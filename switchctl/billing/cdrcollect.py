@@ -56,6 +56,7 @@ from switchctl.billing.cdr import (
 )
 from switchctl.billing.cdrstore import CdrStore, Recorded
 from switchctl.billing.ledger import (
+    COMMITTED,
     LIVE,
     CallRef,
     IdempotencyConflict,
@@ -248,7 +249,13 @@ class CdrCollector:
         # switchctl_call is never billed for its own (IVR) time.
         billed = cdr.leg in self.cdrs.billed_legs.get(cdr.switch_kind, frozenset())
         if ref is not None and reservation is not None and cdr.answered and billed:
-            await self._commit(ref, recorded, report)
+            if reservation.state == COMMITTED:
+                # The live path billed it already; its amount is the truth (it knows whether our
+                # cutoff ended the call: the paid time is billed, never our cut's last ms).
+                report.replayed += 1
+                log.debug("prepaid call %s was billed live; its CDR only stored", ref)
+            else:
+                await self._commit(ref, recorded, report)
         elif cdr.switch_kind == "freeswitch" and cdr.leg == "a" and cdr.peer is None:
             await self._release_unbridged(cdr, report)
         return recorded

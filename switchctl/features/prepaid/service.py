@@ -50,7 +50,7 @@ from switchctl.flows.hooks import (
 )
 from switchctl.switch.call import Call, DialAnswer, DialOutcome, DialResult
 
-from .cutoff import CutoffManager, LiveCall, wall_us
+from .cutoff import CREDIT_EXHAUSTED, CutoffManager, LiveCall, wall_us
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,12 @@ class PrepaidService(CallBilling):
                         log.warning("call %s: the switch reported no end time; billing %d µs by our "
                                     "clock", pending.ref, talk_us)
                     rate = self._billing_rate(pending, live, answer_us)
+                    if cut_reason == CREDIT_EXHAUSTED and live is not None and talk_us > live.paid_us:
+                        # Our cut lands a few ms after the paid end (the switch's timestamps tick in
+                        # 1-20 ms): billing that tail would charge a whole extra increment for it
+                        # (an Asterisk 65 s cut measured 65.002 s: 66 s at 1/1). The caller pays
+                        # what the money bought.
+                        talk_us = live.paid_us
                     cost = await self._commit(pending.ref, rate, talk_us)
                 elif result is None and (pending.answered or live is not None):
                     log.warning("call %s: answered, but its dial ended without a result; its "
