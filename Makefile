@@ -9,13 +9,22 @@ CONF_DIR ?= /etc/freeswitch
 RENDER_DIR ?= freeswitch-conf/phonebar
 DIAL ?= 9000
 PRESS ?= 1 9
+# demo-data: the site whose store gets the example rates and a funded booth (the one `make run` runs)
+ifdef SWITCHCTL_FS_ESL
+DEMO_SITE ?= $(SITE)
+else
+DEMO_SITE ?= $(ASTERISK_SITE)
+endif
+DEMO_BOOTHS ?= 1001
+DEMO_FLOAT ?= 10.00
 
-.PHONY: help setup run run-fs-sim call-fs-sim test check render deploy bench call flow-test clean asterisk-start asterisk-stop asterisk-status
+.PHONY: help setup demo-data run run-fs-sim call-fs-sim test check render deploy bench call flow-test clean asterisk-start asterisk-stop asterisk-status
 
 help:
 	@echo "make setup    install system packages (Debian) and the Python venv"
 	@echo "make run      the example phone bar on a real Asterisk ($(ASTERISK_SITE)); with SWITCHCTL_FS_ESL: $(SITE) on that FreeSWITCH"
 	@echo "make run-fs-sim                        $(SITE) on the FreeSWITCH simulator (calls: make call-fs-sim)"
+	@echo "make demo-data  import the site's rates.csv, create and fund booth $(DEMO_BOOTHS) (make run does it; idempotent)"
 	@echo "make test     the whole test suite"
 	@echo "make check    validate $(SITE) and its call flows"
 	@echo "make render   render the FreeSWITCH config of $(SITE) into $(RENDER_DIR)"
@@ -51,10 +60,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # change, which a reload cannot apply, restarts Asterisk), then the controller in the foreground.
 # With SWITCHCTL_FS_ESL set: the FreeSWITCH site ($(SITE)) against that real FreeSWITCH.
 ifdef SWITCHCTL_FS_ESL
-run: setup
+run: setup demo-data
 	$(BIN)/switchctl run -c $(SITE)
 else
-run: setup
+run: setup demo-data
 	tools/asterisk-setup.sh start
 	@http=$${SWITCHCTL_ASTERISK_ROOT:-/var/lib/switchctl/asterisk}/root/etc/asterisk/http.conf; \
 	  settings() { sed -e 's/;.*//' -e '/^[[:space:]]*$$/d' "$$http" 2>/dev/null; }; \
@@ -73,8 +82,28 @@ run: setup
 	$(BIN)/switchctl run -c $(ASTERISK_SITE)
 endif
 
+# The phone bar's money, in the store of DEMO_SITE, through the CLI, idempotently: the rate table
+# rates.csv beside the site (imported only when it differs from the current version, so reruns add
+# no versions), and for each of DEMO_BOOTHS its booth account (named after the extension,
+# docs/BOOTHS.md) with a float of DEMO_FLOAT EUR, topped up once (a fixed idempotency key: a
+# drained booth is refilled by hand, `switchctl account topup -c SITE 1001 5.00`).
+demo-data: $(VENV)/.installed
+	@rates=$$(dirname $(DEMO_SITE))/rates.csv; \
+	  if diff -q <($(BIN)/switchctl rates export -c $(DEMO_SITE) --class default 2>/dev/null) "$$rates" >/dev/null; then \
+	    echo "rates: $$rates is the current rate table"; \
+	  else \
+	    $(BIN)/switchctl rates import -c $(DEMO_SITE) "$$rates" --class default || exit 1; \
+	  fi
+	@for booth in $(DEMO_BOOTHS); do \
+	  $(BIN)/switchctl account show -c $(DEMO_SITE) $$booth >/dev/null 2>&1 || \
+	    $(BIN)/switchctl account create -c $(DEMO_SITE) $$booth --kind booth --currency EUR >/dev/null || exit 1; \
+	  $(BIN)/switchctl account topup -c $(DEMO_SITE) $$booth $(DEMO_FLOAT) --key demo-float-$$booth \
+	    --note "demo float (make demo-data)" || exit 1; \
+	done
+
 # The simulator demo: the FreeSWITCH site on switchctl's FreeSWITCH simulator; calls: make call-fs-sim
-run-fs-sim: setup
+run-fs-sim: DEMO_SITE = $(SITE)
+run-fs-sim: setup demo-data
 	$(BIN)/switchctl run -c $(SITE) --simulator
 
 test: setup

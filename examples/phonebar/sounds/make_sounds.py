@@ -27,6 +27,11 @@ PROMPTS: dict[str, list[tuple[int, int]]] = {
     "invalid.wav": [(330, 300), (0, 50), (262, 300)],  # "that is not a valid choice"
     "goodbye.wav": [(659, 200), (0, 50), (523, 200), (0, 50), (392, 400)],  # exit sound
     "hours.wav": [(392, 300), (0, 100), (392, 300), (0, 100), (392, 300)],  # "we are open from 8 to 23"
+    # booth calls (dialplans/booth.yaml)
+    "no_credit.wav": [(440, 250), (0, 50), (349, 250), (0, 50), (262, 400)],  # "your credit is used up"
+    "not_sold.wav": [(523, 250), (0, 50), (415, 250), (0, 50), (523, 250)],  # "calls to this number are not sold here"
+    "not_allowed.wav": [(622, 200), (0, 50), (622, 200), (0, 50), (466, 400)],  # "this number cannot be called from here"
+    "number_unknown.wav": [(950, 330), (0, 30), (1400, 330), (0, 30), (1800, 330)],  # "this number does not exist"
 }
 
 
