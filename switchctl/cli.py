@@ -434,6 +434,51 @@ def cmd_booth(args: argparse.Namespace) -> int:
     return aio.run(go())
 
 
+def cmd_voicemail(args: argparse.Namespace) -> int:
+    """`switchctl voicemail create|list`: mailboxes and their messages in the site's store."""
+    from .features.voicemail import Mailboxes, VoicemailError
+    from .store import Store, StoreError
+
+    site = _load_site(args.config)
+    tenant = args.tenant or site.billing.tenant  # the tenant the controller files messages under
+
+    async def go() -> int:
+        store = Store.open(site.database_url)
+        try:
+            await store.create_all()
+            mailboxes = Mailboxes(store, _wall_clock_us, tenant=tenant)
+            if args.voicemail_command == "create":
+                box = await mailboxes.create(args.number, args.pin, email=args.email, greeting=args.greeting)
+                print(f"created mailbox {box.number} (tenant {box.tenant})"
+                      + (f", e-mail to {box.email}" if box.email else ", no e-mail"))
+                return 0
+            box = await mailboxes.get(args.number)
+            if box is None:
+                raise VoicemailError(f"no mailbox '{args.number}' (tenant '{tenant}')")
+            states = ("new", "saved", "deleted") if args.all else ("new", "saved")
+            messages = await mailboxes.messages(args.number, states=states)
+            counts = await mailboxes.counts(args.number)
+            locked = ""
+            if box.locked_until_us is not None and box.locked_until_us > _wall_clock_us():
+                locked = f", PIN locked until {_stamp(box.locked_until_us)}"
+            print(f"mailbox {box.number}: {counts.get('new', 0)} new, {counts.get('saved', 0)} saved; "
+                  f"e-mail {box.email or 'none'}{locked}")
+            for m in messages:
+                mail = {"sent": "mailed", "none": "-", "pending": f"mail pending ({m.mail_attempts} tries"
+                        + (f", last: {m.mail_error}" if m.mail_error else "") + ")"}[m.mail_state]
+                who = f"{m.caller_name} <{m.caller}>" if m.caller_name else m.caller
+                print(f"  {m.id:>5}  {m.state:<7} {_stamp(m.received_at_us)}  {m.duration_us // 1_000_000:>4} s  "
+                      f"{who}  {mail}")
+            return 0
+        except (VoicemailError, StoreError) as exc:
+            print(f"voicemail {args.voicemail_command}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+
+    return aio.run(go())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .controller import Controller
 
@@ -543,6 +588,24 @@ def _add_booth_parser(sub, with_site) -> None:
     booth_args(with_site(bsub.add_parser("list", help="open sessions with running totals")), named=False)
 
 
+def _add_voicemail_parser(sub, with_site) -> None:
+    voicemail = sub.add_parser("voicemail", help="voicemail boxes and messages")
+    vsub = voicemail.add_subparsers(dest="voicemail_command", required=True)
+
+    def box_args(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("number", help="the mailbox number (usually the phone's extension)")
+        sp.add_argument("--tenant", help="default: the site's billing tenant")
+        sp.set_defaults(func=cmd_voicemail)
+        return sp
+
+    sp = box_args(with_site(vsub.add_parser("create", help="create a mailbox")))
+    sp.add_argument("--pin", required=True, help="the PIN for listening to messages (stored hashed)")
+    sp.add_argument("--email", help="new messages are e-mailed here with the recording attached")
+    sp.add_argument("--greeting", help="a sound file the switch plays instead of the standard announcement")
+    sp = box_args(with_site(vsub.add_parser("list", help="the mailbox's messages")))
+    sp.add_argument("--all", action="store_true", help="also deleted messages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switchctl", description="Control layer for FreeSWITCH and Asterisk")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -628,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_rates_parser(sub, with_site)
     _add_booth_parser(sub, with_site)
+    _add_voicemail_parser(sub, with_site)
 
     flow = sub.add_parser("flow", help="call-flow tools")
     fsub = flow.add_subparsers(dest="flow_command", required=True)

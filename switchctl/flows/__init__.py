@@ -5,7 +5,8 @@ Public API:
   numbering=None, display_root=None)`
   -> `CheckResult` (`.flows: FlowSet`, `.diagnostics: list[Diagnostic]`, `.ok`, `.report()`)
 - `FlowSet.match(destination) -> (Flow, captures) | None`
-- `FlowRunner(flowset, *, site_values, lists, clock=..., sound_dirs=(), billing=None, numbering=None)` and `await runner.run(call, flow, captures)`
+- `FlowRunner(flowset, *, site_values, lists, clock=..., sound_dirs=(), billing=None, numbering=None,
+  voicemail=None)` and `await runner.run(call, flow, captures)`
   -> `FlowTrace` (`.steps`, `.result`, `.error`, `.cause`, `.variables`)
 """
 

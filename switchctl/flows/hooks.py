@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from switchctl.switch.call import Call, DialAnswer, DialResult
+from switchctl.switch.call import Call, DialAnswer, DialResult, RecordResult, RecordSpec
 
 
 class AuthorizeOutcome(str, enum.Enum):
@@ -68,4 +68,65 @@ class CallBilling(Protocol):
 
     async def release(self, call: Call, auth: Authorization) -> None:
         """The flow ended without dialling after this authorization: give the reservation back."""
+        ...
+
+
+# -- voicemail ------------------------------------------------------------------------------------
+
+
+class PinCheck(str, enum.Enum):
+    """A mailbox PIN check (the `voicemail_check` node's outcomes for LOCKED)."""
+
+    OK = "ok"
+    INVALID = "invalid"  # wrong PIN or no such mailbox: the caller must not learn which
+    LOCKED = "locked"  # too many failures: refused for a while, even the right PIN
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailBox:
+    """A mailbox as a `voicemail` node needs it: `greeting` is a prompt the switch plays (the
+    owner's recorded greeting), None for the default announcement."""
+
+    number: str
+    greeting: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailMessage:
+    id: int
+    path: str  # the recording as the switch plays it
+    caller: str
+    received_at_us: int
+    duration_us: int
+    state: str  # "new" or "saved"
+
+
+class VoicemailService(Protocol):
+    """Implemented by the voicemail feature (features/voicemail). The flow runtime drives the call
+    (greeting, record, PIN and message menus); the service owns mailboxes, messages and e-mail."""
+
+    async def mailbox(self, number: str) -> VoicemailBox | None:
+        """The mailbox `number`, or None when there is none."""
+        ...
+
+    def recording_path(self, box: VoicemailBox, call: Call) -> str:
+        """Where the switch should write this call's message for `box` (a .wav on the switch)."""
+        ...
+
+    async def store_message(self, call: Call, box: VoicemailBox, spec: RecordSpec,
+                            result: RecordResult) -> VoicemailMessage | None:
+        """Keep what `call.record(spec)` recorded (also after a hangup) and queue its e-mail; None
+        when it was too short to be a message (dropped)."""
+        ...
+
+    async def check_pin(self, number: str, pin: str) -> PinCheck:
+        """Check a mailbox PIN, counting failures towards the lockout."""
+        ...
+
+    async def messages(self, number: str) -> list[VoicemailMessage]:
+        """The mailbox's messages to play: new ones first (oldest first), then saved ones."""
+        ...
+
+    async def set_state(self, number: str, message_id: int, state: str) -> None:
+        """Mark a message "saved" or "deleted"."""
         ...

@@ -306,11 +306,56 @@ class NumberNode(Node):
         return edge
 
 
+VOICEMAIL_OUTCOMES = ("next", "no_mailbox")
+VOICEMAIL_VARIABLES = ("voicemail_outcome", "voicemail_message")
+VOICEMAIL_CHECK_OUTCOMES = ("next", "bad_pin", "locked")
+VOICEMAIL_CHECK_VARIABLES = ("voicemail_new", "voicemail_heard")
+
+# FreeSWITCH's stock voicemail sounds (sounds/en/us/callie/voicemail): relative names the switch
+# resolves against its own sound prefix unless a site sound folder has a file of that name.
+VM_PERSON = "voicemail/vm-person"  # "the person at extension"
+VM_NOT_AVAILABLE = "voicemail/vm-not_available"  # "is not available"
+VM_RECORD = "voicemail/vm-record_message"  # "record your message at the tone, press # when done"
+VM_ENTER_PASS = "voicemail/vm-enter_pass"  # "please enter your password, then press #"
+VM_FAIL_AUTH = "voicemail/vm-fail_auth"  # "login incorrect"
+VM_YOU_HAVE = "voicemail/vm-you_have"
+VM_NEW = "voicemail/vm-new"
+VM_MESSAGES = "voicemail/vm-messages"
+VM_MESSAGE_MENU = "voicemail/vm-msg_menu"  # "1 next message, 7 delete, 9 save" (site provides)
+VM_DELETED = "voicemail/vm-deleted"
+VM_SAVED = "voicemail/vm-saved"
+VM_NO_MORE = "voicemail/vm-no_more_messages"
+VM_GOODBYE = "voicemail/vm-goodbye"
+
+
+@dataclass
+class VoicemailNode(Node):
+    """Leave a message: the mailbox's greeting (or `greeting`, else the stock announcement with the
+    number's digits), then a recording stored in the mailbox and e-mailed to its owner."""
+
+    mailbox: Template | None = None
+    greeting: tuple[Template, ...] = ()  # replaces the stock announcement for mailboxes without one
+    max_seconds: float = 120.0
+    silence_seconds: float = 5.0
+    kind: ClassVar[str] = "voicemail"
+
+
+@dataclass
+class VoicemailCheckNode(Node):
+    """Listen to a mailbox: PIN (`tries`), the count of new messages, then each message with its
+    menu (1 next, 7 delete, 9 save; nothing pressed = next)."""
+
+    mailbox: Template | None = None
+    tries: int = 3
+    kind: ClassVar[str] = "voicemail_check"
+    fallbacks: ClassVar[Mapping[str, str]] = {"locked": "bad_pin"}
+
+
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
     for cls in (AnswerNode, PlayNode, SayNode, CollectNode, MenuNode, SetNode, RouteNode,
                 TransferNode, HangupNode, GotoNode, CallNode, ReturnNode, DialNode, PrepaidNode,
-                NumberNode)
+                NumberNode, VoicemailNode, VoicemailCheckNode)
 }
 
 

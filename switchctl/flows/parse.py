@@ -24,6 +24,10 @@ from .model import (
     NUMBER_VARIABLES,
     PREPAID_OUTCOMES,
     PREPAID_VARIABLES,
+    VOICEMAIL_CHECK_OUTCOMES,
+    VOICEMAIL_CHECK_VARIABLES,
+    VOICEMAIL_OUTCOMES,
+    VOICEMAIL_VARIABLES,
     AnswerNode,
     CallNode,
     CollectNode,
@@ -47,6 +51,8 @@ from .model import (
     SayNode,
     SetNode,
     TransferNode,
+    VoicemailCheckNode,
+    VoicemailNode,
 )
 from .template import Template, TemplateError, parse_template
 from .timecond import parse_dates, parse_days, parse_time_ranges
@@ -96,6 +102,8 @@ NODE_KEYS: dict[str, tuple[str, ...]] = {
     "dial": ("to", "sequence", "timeout", "ringback", "caller_id", *DIAL_OUTCOMES),
     "prepaid": ("account", "destination", "pin", *PREPAID_OUTCOMES),
     "number": ("plan", "number", "caller", "tenant", "on", *NUMBER_OUTCOMES),
+    "voicemail": ("mailbox", "greeting", "max_seconds", "silence_seconds", *VOICEMAIL_OUTCOMES),
+    "voicemail_check": ("mailbox", "tries", *VOICEMAIL_CHECK_OUTCOMES),
 }
 RULE_KEYS = ("caller", "destination", "time", "days", "dates", "holiday", "in_list", "not_in_list",
              "timezone", "next")
@@ -696,17 +704,49 @@ def _number(f: _Fields, node: NumberNode) -> None:
     node.defines.extend(Located(name, node.mark) for name in NUMBER_VARIABLES)
 
 
+def _voicemail(f: _Fields, node: VoicemailNode) -> None:
+    node.mailbox = f.template(node, "mailbox", required=True, allow_number=True)
+    node.greeting = f.prompts(node, "greeting")
+    node.max_seconds = f.seconds("max_seconds", node.max_seconds)
+    value = f._raw("silence_seconds", False)
+    if value is not _MISSING:  # 0: never stop on silence (RecordSpec)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 60:
+            f.bad("silence_seconds", "a number of seconds (0 <= s <= 60; 0 = never stop on silence)")
+        else:
+            node.silence_seconds = float(value)
+    for outcome in VOICEMAIL_OUTCOMES:
+        f.edge(node, outcome, outcome, required=outcome == "next")
+    if "no_mailbox" not in f.m and not f._misspelled("no_mailbox"):
+        f.error(f.at, f"{f.what} has no 'no_mailbox' branch (the number has no mailbox)")
+    node.defines.extend(Located(name, node.mark) for name in VOICEMAIL_VARIABLES)
+
+
+def _voicemail_check(f: _Fields, node: VoicemailCheckNode) -> None:
+    node.mailbox = f.template(node, "mailbox", required=True, allow_number=True)
+    tries = f.integer("tries", node.tries, minimum=1) or node.tries
+    if tries > 10:
+        f.bad("tries", "a whole number from 1 to 10")
+        tries = node.tries
+    node.tries = tries
+    for outcome in VOICEMAIL_CHECK_OUTCOMES:
+        f.edge(node, outcome, outcome, required=outcome == "next")
+    if "bad_pin" not in f.m and not f._misspelled("bad_pin"):
+        f.error(f.at, f"{f.what} has no 'bad_pin' branch (no right PIN in 'tries'; locked falls back to it)")
+    node.defines.extend(Located(name, node.mark) for name in VOICEMAIL_CHECK_VARIABLES)
+
+
 _PARSERS = {
     "answer": _answer, "play": _play, "say": _say, "collect": _collect, "menu": _menu,
     "set": _set, "route": _route, "transfer": _transfer, "hangup": _hangup, "goto": _goto,
     "call": _call, "return": _return, "dial": _dial, "prepaid": _prepaid, "number": _number,
+    "voicemail": _voicemail, "voicemail_check": _voicemail_check,
 }
 
 
 def _generic_edges(diags: list[Diagnostic], raw: YMap, node: Node) -> None:
     """Edges of a node whose type is broken, so one typo does not cascade into 'unreachable'."""
     for key in ("next", "target", "default", "section", *DIAL_OUTCOMES[1:], *PREPAID_OUTCOMES[1:],
-                *NUMBER_OUTCOMES[1:]):
+                *NUMBER_OUTCOMES[1:], *VOICEMAIL_OUTCOMES[1:], *VOICEMAIL_CHECK_OUTCOMES[1:]):
         if isinstance(raw.get(key), str):
             node.edges[key] = Edge(key, raw[key], raw.mark_of(key), key == "section")
     on = raw.get("on")

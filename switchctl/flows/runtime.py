@@ -31,11 +31,20 @@ from switchctl.switch.call import (
     DialResult,
     DialSpec,
     DialTarget,
+    RecordSpec,
     SayKind,
 )
 
+from . import model as vm_prompts
 from .check import find_prompt
-from .hooks import Authorization, AuthorizeOutcome, CallBilling, PrepaidRequest
+from .hooks import (
+    Authorization,
+    AuthorizeOutcome,
+    CallBilling,
+    PinCheck,
+    PrepaidRequest,
+    VoicemailService,
+)
 from .model import (
     AnswerNode,
     CallNode,
@@ -56,6 +65,8 @@ from .model import (
     SayNode,
     SetNode,
     TransferNode,
+    VoicemailCheckNode,
+    VoicemailNode,
 )
 from .template import Ref, Template
 
@@ -65,6 +76,7 @@ DEFAULT_STEP_LIMIT = 10_000
 DEFAULT_DEPTH_LIMIT = 32
 ERROR_HANGUP_CAUSE = "NORMAL_TEMPORARY_FAILURE"
 NO_TARGET_CAUSE = "INVALID_NUMBER_FORMAT"  # a dial whose targets all rendered empty
+MAX_MESSAGES_PLAYED = 100  # per voicemail_check: a full mailbox cannot hold a call forever
 
 
 class FlowRuntimeError(Exception):
@@ -124,8 +136,10 @@ class FlowRunner:
         sound_dirs: Sequence[Path] = (),
         billing: CallBilling | None = None,
         numbering: Numbering | None = None,
+        voicemail: VoicemailService | None = None,
     ) -> None:
         self.flowset = flowset
+        self.voicemail = voicemail  # the voicemail feature; its nodes without it are a flow error
         self.billing = billing  # the prepaid feature; a `prepaid` node without it is a flow error
         # The site's number plans, screening and holiday calendars (`Site.numbering`); a `number`
         # node or a `holiday` condition without them is a flow error.
@@ -234,7 +248,9 @@ class FlowRunner:
         return tpl.render(lambda ref: self._lookup(run, ref))
 
     def _prompt(self, run: _Run, tpl: Template) -> str:
-        text = self._render(run, tpl)
+        return self._resolve(self._render(run, tpl))
+
+    def _resolve(self, text: str) -> str:
         path = self._prompt_paths.get(text)
         if path is None:
             if not self.sound_dirs:
@@ -298,6 +314,10 @@ class FlowRunner:
             return await self._prepaid(run, node)
         if isinstance(node, NumberNode):
             return self._number(run, node)
+        if isinstance(node, VoicemailNode):
+            return await self._voicemail(run, node)
+        if isinstance(node, VoicemailCheckNode):
+            return await self._voicemail_check(run, node)
         if isinstance(node, CallNode):
             return "section"
         if isinstance(node, ReturnNode):
@@ -583,3 +603,88 @@ class FlowRunner:
             prepaid_max_seconds=str(auth.max_seconds if auth.outcome is AuthorizeOutcome.OK else 0),
         )
         return auth.outcome.value
+
+    # -- voicemail ------------------------------------------------------------------------------
+
+    def _voicemail_service(self, node: Node) -> VoicemailService:
+        if self.voicemail is None:
+            raise FlowRuntimeError(f"{node.kind} '{node.id}': no voicemail is configured for this controller "
+                                   "(FlowRunner(voicemail=...))")
+        return self.voicemail
+
+    async def _voicemail(self, run: _Run, node: VoicemailNode) -> str:
+        service = self._voicemail_service(node)
+        assert node.mailbox is not None
+        call = run.call
+        number = self._render(run, node.mailbox).strip()
+        box = await service.mailbox(number) if number else None
+        if box is None:
+            run.variables.update(voicemail_outcome="no_mailbox", voicemail_message="")
+            return "no_mailbox"
+        if box.greeting:
+            await call.play([box.greeting])  # the owner's own recording, a file on the switch
+        elif node.greeting:
+            await call.play([self._prompt(run, p) for p in node.greeting])
+        else:
+            await call.play([self._resolve(vm_prompts.VM_PERSON)])
+            await call.say(number, SayKind.DIGITS)
+            await call.play([self._stock(run, vm_prompts.VM_NOT_AVAILABLE), self._stock(run, vm_prompts.VM_RECORD)])
+        spec = RecordSpec(path=service.recording_path(box, call), max_seconds=node.max_seconds,
+                          silence_seconds=node.silence_seconds)
+        result = await call.record(spec)
+        # Kept whatever happens next: a caller who hung up after speaking left a message.
+        message = await service.store_message(call, box, spec, result)
+        run.variables.update(voicemail_outcome="stored" if message is not None else "too_short",
+                             voicemail_message=str(message.id) if message is not None else "")
+        if result.reason == "hangup":
+            raise CallGone(call.hangup_cause or "NORMAL_CLEARING")
+        return "next"
+
+    def _stock(self, run: _Run, name: str) -> str:
+        """A stock voicemail sound (model.VM_*): the site's own file of that name if it has one,
+        else the name for the switch to resolve against its sound prefix."""
+        return self._resolve(name)
+
+    async def _voicemail_check(self, run: _Run, node: VoicemailCheckNode) -> str:
+        service = self._voicemail_service(node)
+        assert node.mailbox is not None
+        call = run.call
+        number = self._render(run, node.mailbox).strip()
+        run.variables.update(voicemail_new="0", voicemail_heard="0")
+        pin_spec = CollectSpec(min_digits=1, max_digits=16, timeout=10.0, inter_digit_timeout=5.0, terminators="#")
+        failed: list[str] = []
+        for _ in range(node.tries):
+            result = await call.collect(replace(pin_spec, prompts=[*failed, self._stock(run, vm_prompts.VM_ENTER_PASS)]))
+            failed = [self._stock(run, vm_prompts.VM_FAIL_AUTH)]
+            if result.outcome is CollectOutcome.TIMEOUT or not result.digits:
+                continue
+            # An unknown mailbox is checked like a wrong PIN: the caller cannot probe which exist.
+            check = await service.check_pin(number, result.digits) if number else PinCheck.INVALID
+            if check is PinCheck.OK:
+                break
+            if check is PinCheck.LOCKED:
+                await call.play(failed)
+                return "locked"
+        else:
+            await call.play(failed)
+            return "bad_pin"
+        messages = (await service.messages(number))[:MAX_MESSAGES_PLAYED]
+        new = sum(1 for m in messages if m.state == "new")
+        run.variables["voicemail_new"] = str(new)
+        await call.play([self._stock(run, vm_prompts.VM_YOU_HAVE)])
+        await call.say(str(new), SayKind.NUMBER)
+        await call.play([self._stock(run, vm_prompts.VM_NEW), self._stock(run, vm_prompts.VM_MESSAGES)])
+        menu = CollectSpec(min_digits=1, max_digits=1, timeout=5.0, terminators="", pattern="[179]")
+        for heard, message in enumerate(messages, start=1):
+            # The message is the menu's first prompt: the caller may press 7 or 9 while it plays.
+            choice = await call.collect(replace(menu, prompts=[message.path, self._stock(run, vm_prompts.VM_MESSAGE_MENU)]))
+            run.variables["voicemail_heard"] = str(heard)
+            key = choice.digits if choice.outcome is CollectOutcome.OK else "1"  # nothing/other: next
+            if key == "7":
+                await service.set_state(number, message.id, "deleted")
+                await call.play([self._stock(run, vm_prompts.VM_DELETED)])
+            elif key == "9":
+                await service.set_state(number, message.id, "saved")
+                await call.play([self._stock(run, vm_prompts.VM_SAVED)])
+        await call.play([self._stock(run, vm_prompts.VM_NO_MORE)])
+        return "next"
