@@ -108,8 +108,15 @@ def test_dialplan_routes_flows_into_stasis_and_phones_to_dial(site: Site) -> Non
     assert "9000,1,Stasis(switchctl,inbound,${EXTEN})" in routes
     assert "9001,1,Stasis(switchctl,inbound,${EXTEN})" in routes
     assert "1000,1,Dial(PJSIP/1000,30)" in routes and "1010,1,Dial(PJSIP/1010,30)" in routes
-    for context in ("from-phones", "from-trunk", "default", "from-loopback"):
+    for context in ("from-phones", "default", "from-loopback"):
         assert "switchctl-routes" in sections[context].all("include"), context
+    # gateways reach the exact numbers only, never a flow pattern (a booth's outside-number route
+    # would let a trunk caller spoofing a booth's caller id be billed to it and sent back out)
+    trunk = sections["from-trunk"]
+    assert trunk.all("include") == []
+    trunk_routes = trunk.all("exten")
+    assert "9000,1,Stasis(switchctl,inbound,${EXTEN})" in trunk_routes and "1001,1,Dial(PJSIP/1001,30)" in trunk_routes
+    assert [r for r in routes if r.startswith("_")] and not [r for r in trunk_routes if r.startswith("_")]
     # local callers reach the app with any number; phones and trunks do not
     assert sections["from-loopback"].all("include") == ["switchctl-routes", "switchctl-any-number"]
     assert "switchctl-any-number" not in sections["switchctl-routes"].all("include")
