@@ -36,6 +36,7 @@ from .switch.freeswitch import (
 )
 
 log = logging.getLogger("switchctl.controller")
+READOPT_POLL_S = 0.1  # how often a new inbound connection is looked for (re-adoption of live calls)
 
 
 @dataclass
@@ -108,8 +109,12 @@ class Controller:
                     events=("BACKGROUND_JOB", "RELOADXML"),
                 )
                 self.clients[sw.name] = client
-                self.switches[sw.name] = FreeSwitchSwitch(sw.name, client)
+                fs_switch = FreeSwitchSwitch(sw.name, client)
+                self.switches[sw.name] = fs_switch
                 self._tasks.append(asyncio.create_task(client.run(self._stop), name=f"inbound-{sw.name}"))
+                if self.billing is not None:
+                    self._tasks.append(asyncio.create_task(self._readopt_on_connect(fs_switch, client),
+                                                           name=f"readopt-{sw.name}"))
 
     def _start_asterisk(self, sw: SwitchConfig) -> None:
         assert sw.ari is not None
@@ -141,6 +146,20 @@ class Controller:
         if self.billing is not None:
             await self.billing.close()
 
+
+    async def _readopt_on_connect(self, switch: FreeSwitchSwitch, client: InboundClient) -> None:
+        """Prepaid calls a previous controller left talking (SIGKILL, crash) go back under the
+        cutoff as soon as the inbound connection is up; again after each reconnect (calls already
+        followed are skipped)."""
+        seen = 0
+        while not self._stop.is_set():
+            if client.connected and client.connects != seen and self.billing is not None:
+                seen = client.connects
+                try:
+                    await self.billing.readopt([switch])
+                except Exception:  # the next connection tries again; the nets stay armed
+                    log.exception("re-adopting live calls failed", extra={"switch": switch.name})
+            await asyncio.sleep(READOPT_POLL_S)
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await stop.wait()

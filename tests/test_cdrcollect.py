@@ -95,8 +95,9 @@ class Env:
         """A new collector (a restarted controller is one): state only in the store."""
         source = (CdrSource.freeswitch_csv("fs1", self.csv) if csv
                   else CdrSource.freeswitch_json("fs1", self.json_dir))
+        # settle_seconds=0: these files are complete when written (the settle delay has its own test)
         return CdrCollector([source], CdrStore(self.store, clock=self.clock), self.ledger,
-                            self.accounts, lambda: RATES)
+                            self.accounts, lambda: RATES, settle_seconds=0)
 
     async def prepaid_call(self, a_uuid: str, *, account: str = "booth-1", account_class: str = "default",
                            hold: str = "5.00") -> int:
@@ -313,3 +314,17 @@ async def test_missing_sources_are_not_errors(env: Env) -> None:
         CdrStore(env.store), env.ledger, env.accounts, lambda: RATES)
     report = await collector.catch_up()
     assert (report.records, report.errors, report.problems) == (0, [], [])
+
+
+async def test_a_just_written_json_cdr_waits_for_the_live_commit(env: Env) -> None:
+    account = await env.prepaid_call(A)
+    (env.json_dir / f"{B}.cdr.json").write_text(b_leg_json(A, B))
+    settling = CdrCollector([CdrSource.freeswitch_json("fs1", env.json_dir)], CdrStore(env.store),
+                            env.ledger, env.accounts, lambda: RATES, settle_seconds=60)
+    report = await settling.catch_up()
+    # younger than the settle time: left alone (the controller that ran the call commits it live)
+    assert (report.records, report.files_done) == (0, 0)
+    assert (env.json_dir / f"{B}.cdr.json").exists()
+    report = await env.collector().catch_up()
+    assert (report.records, report.committed) == (2 if False else report.records, 1)
+    assert await env.balance(account) == Money.parse("20.00", EUR) - cost_for()

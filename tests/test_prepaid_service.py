@@ -75,7 +75,8 @@ async def test_authorize_ok_reserves_the_first_block_and_names_the_legs(env: Env
     auth = await env.service.authorize(call, PrepaidRequest("b1", "4420"))
     assert auth.outcome is AuthorizeOutcome.OK and auth.ref == "test/u1/a"
     assert auth.max_seconds == 100  # 1.00 at 1 c/s
-    assert auth.dial_variables == {"switchctl_call": "u1", "switchctl_account": "b1", "switchctl_tenant": "default"}
+    assert auth.dial_variables == {"switchctl_call": "u1", "switchctl_account": "b1", "switchctl_tenant": "default",
+                                   "switchctl_destination": "4420"}
     res = await env.ledger.reservation(reservation_ref("test", "u1"))
     assert res is not None and res.held == eur("0.01") and await env.ledger.available(acct) == eur("0.99")
     await env.service.release(call, auth)

@@ -145,7 +145,8 @@ async def test_sim_cdr_files_bill_a_prepaid_call_once(tmp_path: Path) -> None:
 
         def collector() -> CdrCollector:
             return CdrCollector([CdrSource.freeswitch_json("sim", tmp_path / "json_cdr")],
-                                CdrStore(store, clock=clock), ledger, accounts, lambda: rates)
+                                CdrStore(store, clock=clock), ledger, accounts, lambda: rates,
+                                settle_seconds=0)
 
         report = await collector().catch_up()
         assert (report.records, report.committed, report.problems, report.errors) == (2, 1, [], [])

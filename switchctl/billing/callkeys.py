@@ -13,6 +13,7 @@ replay: exactly once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from .ledger import CallRef
@@ -20,6 +21,11 @@ from .ledger import CallRef
 CALL_VAR = "switchctl_call"  # on B legs: the A leg's uuid
 ACCOUNT_VAR = "switchctl_account"  # on both legs: the paying account's name
 TENANT_VAR = "switchctl_tenant"
+# On B legs: the destination the call was authorized (and rated) for, so a controller that restarts
+# during the call rates it as the live path would (the B leg's callee may carry a trunk prefix).
+DESTINATION_VAR = "switchctl_destination"
+# What a destination may be to travel in a dial string (its separators and quoting are excluded).
+_SAFE_VALUE = re.compile(r"[0-9A-Za-z+*#._\-]{1,64}")
 
 
 def reservation_ref(switch: str, call_uuid: str) -> CallRef:
@@ -35,9 +41,14 @@ def release_key(ref: CallRef) -> str:
     return f"{ref}:release"
 
 
-def dial_variables(call_uuid: str, account: str, tenant: str) -> dict[str, str]:
-    """Channel variables every leg a prepaid dial creates must carry."""
-    return {CALL_VAR: call_uuid, ACCOUNT_VAR: account, TENANT_VAR: tenant}
+def dial_variables(call_uuid: str, account: str, tenant: str,
+                   destination: str | None = None) -> dict[str, str]:
+    """Channel variables every leg a prepaid dial creates must carry (the destination only when it
+    can travel in a dial string; a restarted controller otherwise falls back to the B leg's callee)."""
+    variables = {CALL_VAR: call_uuid, ACCOUNT_VAR: account, TENANT_VAR: tenant}
+    if destination and _SAFE_VALUE.fullmatch(destination):
+        variables[DESTINATION_VAR] = destination
+    return variables
 
 
 def ref_from_leg_variables(switch: str, variables: Mapping[str, str]) -> CallRef | None:

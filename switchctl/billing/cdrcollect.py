@@ -74,6 +74,7 @@ JSON_SUFFIX = ".cdr.json"  # mod_json_cdr: <log-dir>/[a_]<uuid>.cdr.json
 DONE_DIR = "done"
 BAD_DIR = "bad"
 MAX_JSON_BYTES = 1024 * 1024  # a leg's JSON CDR is ~10 KiB; a bigger file is not one
+SETTLE_S = 3.0  # a JSON CDR younger than this is left for the next round (see _import_folder)
 STALE_PARTIAL_S = 60.0  # a JSON file still incomplete after this long was abandoned by its writer
 _CHUNK = 4 * 1024 * 1024  # bytes of a line file per import_file call
 AST_CUSTOM_FILE = "switchctl.csv"  # render/asterisk.py CDR_CUSTOM_FILE (a test keeps them equal)
@@ -137,7 +138,7 @@ class CdrCollector:
                  accounts: Accounts, rate_book: Callable[[], RateBook], *,
                  tenant: str = DEFAULT, account_class: str = DEFAULT,
                  max_files_per_round: int = 1000, max_bytes_per_round: int = 16 * 1024 * 1024,
-                 clock: Callable[[], float] = time.time) -> None:
+                 settle_seconds: float = SETTLE_S, clock: Callable[[], float] = time.time) -> None:
         self.sources = tuple(sources)
         self.cdrs = cdrs
         self.ledger = ledger
@@ -148,6 +149,7 @@ class CdrCollector:
         self.max_files_per_round = max_files_per_round
         self.max_bytes_per_round = max_bytes_per_round
         self.clock = clock
+        self.settle_seconds = settle_seconds
         self._lock = asyncio.Lock()
         self._reported: set[str] = set()  # problems already logged (log once)
 
@@ -212,6 +214,11 @@ class CdrCollector:
                     data = handle.read(MAX_JSON_BYTES + 1)
                     age = self.clock() - os.fstat(handle.fileno()).st_mtime
             except FileNotFoundError:  # moved by another collector meanwhile
+                continue
+            if age < self.settle_seconds:
+                # Written this instant: the controller that ran the call commits it live within
+                # milliseconds of its end, with the amount only it knows (a cut by our own timer
+                # bills the paid time). Reading the file first would race it; next round.
                 continue
             text = data.decode("utf-8", errors="replace")
             try:

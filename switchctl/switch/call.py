@@ -312,11 +312,51 @@ class Call(abc.ABC):
         """Wait until the call has hung up; returns the cause."""
 
 
+@dataclass(frozen=True, slots=True)
+class LiveChannel:
+    """One channel up on a switch, as `Switch.live_calls` finds it (e.g. after a controller restart).
+
+    `answered_at_us`: the switch's own answer timestamp (µs since the epoch; 0 = not answered).
+    `bridged_to`: the uuid / channel id of the leg it is bridged with (None: not bridged).
+    `variables`: its channel variables (FreeSWITCH: without the `variable_` prefix; Asterisk: the
+    ones the backend can read)."""
+
+    uuid: str
+    switch: str
+    answered_at_us: int = 0
+    bridged_to: str | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+class AdoptedCall(Call):
+    """A call found live on the switch that no flow of ours drives (`Switch.adopt`): what was
+    running it died (a controller restart). Only hangup, schedule_hangup, announce, wait_hangup and
+    get_variable work; every other operation raises CallError("adopted call: not supported").
+
+    Once it has hung up, `answered_at_us` / `ended_at_us` are the switch's own answer and hangup
+    timestamps of this leg (µs since the epoch; 0 when the switch did not report them: then the
+    hangup was noticed without its record, e.g. while the connection to the switch was down)."""
+
+    answered_at_us: int = 0
+    ended_at_us: int = 0
+
+    async def release(self) -> None:
+        """Stop following this call (the switch keeps it; nothing is sent to the channel)."""
+
+
 class Switch(abc.ABC):
     """A switch the controller drives: the channel-independent operations."""
 
     name: str
     kind: str  # "freeswitch" or "asterisk"
+
+    async def live_calls(self) -> list[LiveChannel]:
+        """Every channel live on the switch now, with its variables and answer time."""
+        raise CallError(f"switch {getattr(self, 'name', '?')}: listing live calls is not supported")
+
+    async def adopt(self, uuid: str) -> AdoptedCall:
+        """Take over channel `uuid` (see AdoptedCall). Raises CallGone if it is not up any more."""
+        raise CallError(f"switch {getattr(self, 'name', '?')}: adopting live calls is not supported")
 
     @abc.abstractmethod
     async def api(self, command: str) -> str:

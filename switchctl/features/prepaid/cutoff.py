@@ -207,9 +207,15 @@ class CutoffManager:
             # Reservations that are not our live calls' (calls still ringing, other controllers'
             # calls) count as spent; our calls count by their running cost.
             money = ours if totals is None else totals.balance.micros - (totals.held.micros - ours)
-            ends = allot([Burn(c.rate, c.answer_us) for c in calls], money, ceiling_us=self.ceiling_us)
+            # A call already cut (its hangup under way) keeps the end it was cut at and costs what
+            # that paid for (what the service bills it): counting it by its running cost instead
+            # would take the few ms its cut runs late, a whole increment at 1/1, from its siblings
+            # and cut them early; re-allotting it would change what it is billed.
+            running = [c for c in calls if c.cut_reason is None]
+            money -= sum(c.rate.cost_micros(c.paid_us) for c in calls if c.cut_reason is not None)
+            ends = allot([Burn(c.rate, c.answer_us) for c in running], money, ceiling_us=self.ceiling_us)
             now = self.wall()
-            for live, end in zip(calls, ends):
+            for live, end in zip(running, ends):
                 live.end_us = end
                 self._arm(live, now)
             await asyncio.gather(*(self._arm_net(live, now) for live in calls))
