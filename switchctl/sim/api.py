@@ -181,6 +181,37 @@ def api_uuid_transfer(sim: "FreeSwitchSim", args: str) -> str:
     return apitext.OK
 
 
+SESS_REC_USAGE = "-USAGE: <uuid> [start|stop|mask|unmask] <path> [<limit>] [<recording_vars>]\n"
+
+
+def api_uuid_record(sim: "FreeSwitchSim", args: str) -> str:
+    """mod_commands session_record_function: start / stop / mask / unmask / pause / resume a media-bug recording
+    (both directions, it goes on across bridges). Replies as captured in s7 (`+OK Success`, a second stop
+    `-ERR Cannot stop record session!`). `<limit>` and `<recording_vars>` are not modelled."""
+    from switchctl.sim.apps import mask_media_bug, pause_media_bug, start_media_bug, stop_media_bug
+
+    argv = args.split(" ", 4)
+    if len(argv) < 3 or not all(argv[:3]):
+        return SESS_REC_USAGE
+    uuid, action, path = argv[0], argv[1].lower(), argv[2]
+    channel = _channel(sim, uuid)
+    if channel is None:
+        return "-ERR Cannot locate session!\n"
+    if action == "start":
+        return "+OK Success\n" if start_media_bug(channel, path) else "-ERR Cannot record session!\n"
+    if action == "stop":
+        return "+OK Success\n" if stop_media_bug(channel, path) else "-ERR Cannot stop record session!\n"
+    if action in ("mask", "unmask"):
+        if mask_media_bug(channel, path, mask=action == "mask"):
+            return "+OK Success\n"
+        return f"-ERR Cannot {action} recording session!\n"
+    if action in ("pause", "resume"):
+        if pause_media_bug(channel, path, pause=action == "pause"):
+            return "+OK Success\n"
+        return f"-ERR Cannot {action} recording session!\n"
+    return SESS_REC_USAGE
+
+
 BROADCAST_USAGE = "-USAGE: <uuid> <path> [aleg|bleg|holdb|both]\n"
 
 
@@ -363,6 +394,7 @@ COMMANDS: dict[str, Callable[["FreeSwitchSim", str], str]] = {
     "uuid_answer": api_uuid_answer,
     "uuid_transfer": api_uuid_transfer,
     "uuid_broadcast": api_uuid_broadcast,
+    "uuid_record": api_uuid_record,
     "sched_hangup": api_sched_hangup,
     "sched_del": api_sched_del,
     "hupall": api_hupall,

@@ -7,12 +7,16 @@ channel variable `current_application_response` (`_none_` when unset), like swit
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import re
 import time
+import weakref
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Literal
 
 from switchctl.sim.channel import SimChannel
-from switchctl.sim.events import HANGUP_CAUSE_Q850
+from switchctl.sim.events import HANGUP_CAUSE_Q850, RECORD_FILE_CALLING
 from switchctl.sim.media import INFINITE, FileNotFound, playback_seconds, say_file_count
 
 AppFn = Callable[[SimChannel, str], Awaitable[None]]
@@ -21,7 +25,7 @@ ReadStatus = Literal["success", "timeout", "too_small", "false", "notfound", "er
 
 APPLICATIONS: dict[str, AppFn] = {}
 # Applications without SAF_SUPPORT_NOMEDIA: executing them on an inbound channel without media pre-answers it.
-MEDIA_APPS = {"playback", "play_and_get_digits", "read", "say", "sleep", "record_session"}
+MEDIA_APPS = {"playback", "play_and_get_digits", "read", "say", "sleep", "record_session", "record"}
 
 
 def application(name: str) -> Callable[[AppFn], AppFn]:
@@ -390,3 +394,237 @@ async def app_transfer(ch: SimChannel, arg: str) -> None:
 
 _LOG_LEVELS = {"CONSOLE", "ALERT", "CRIT", "ERR", "WARNING", "NOTICE", "INFO", "DEBUG"}
 _KNOWN_CAUSES = set(HANGUP_CAUSE_Q850)
+
+
+# --- recording (switch_ivr_play_say.c switch_ivr_record_file_event, switch_ivr_async.c media bugs) -------------
+# The simulator has no audio: what the caller "says" is a length of speech (media seconds from the start of a
+# `record`), after which the caller is silent. Files are written as FreeSWITCH writes them for an 8 kHz
+# PCMU call (s7: 44-byte RIFF header + 16-bit mono samples; 1520 ms -> 24364 bytes), all silence.
+
+RATE = 8000
+DEFAULT_CALLER_SPEECH = 2.0
+_CALLER_SPEECH: weakref.WeakKeyDictionary[SimChannel, float] = weakref.WeakKeyDictionary()
+
+
+def set_caller_speech(ch: SimChannel, seconds: float) -> None:
+    """The caller on `ch` speaks for `seconds` (media time; math.inf: never stops) at each `record`."""
+    _CALLER_SPEECH[ch] = seconds
+
+
+def caller_speech(ch: SimChannel) -> float:
+    return _CALLER_SPEECH.get(ch, DEFAULT_CALLER_SPEECH)
+
+
+def wav_bytes(samples: int) -> bytes:
+    """A 16-bit mono 8 kHz PCM WAV of `samples` samples of silence (what mod_sndfile writes, s7 sizes)."""
+    data = samples * 2
+    header = b"".join([
+        b"RIFF", (36 + data).to_bytes(4, "little"), b"WAVE",
+        b"fmt ", (16).to_bytes(4, "little"), (1).to_bytes(2, "little"), (1).to_bytes(2, "little"),
+        RATE.to_bytes(4, "little"), (RATE * 2).to_bytes(4, "little"), (2).to_bytes(2, "little"),
+        (16).to_bytes(2, "little"),
+        b"data", data.to_bytes(4, "little"),
+    ])
+    return header + bytes(data)
+
+
+def write_recording(path: str, samples: int) -> bool:
+    """Write the file when its directory exists on this machine (the sim's switch filesystem is ours)."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        return False
+    with open(path, "wb") as out:
+        out.write(wav_bytes(samples))
+    return True
+
+
+def _record_vars(ch: SimChannel, samples: int, *, app: bool) -> None:
+    """The record_* variables in FreeSWITCH's order: the `record` app sets record_record_file_size,
+    record_file_size, record_seconds, record_ms, record_samples; a media bug record_file_size,
+    record_samples, record_seconds, record_ms (send_record_stop_event)."""
+    size = str(44 + samples * 2)
+    if app:
+        ch.set_var("record_record_file_size", size)
+        ch.set_var("record_file_size", size)
+        ch.set_var("record_seconds", str(samples // RATE))
+        ch.set_var("record_ms", str(samples // (RATE // 1000)))
+        ch.set_var("record_samples", str(samples))
+    else:
+        ch.set_var("record_file_size", size)
+        ch.set_var("record_samples", str(samples))
+        ch.set_var("record_seconds", str(samples // RATE))
+        ch.set_var("record_ms", str(samples // (RATE // 1000)))
+
+
+def _fire_record_file_event(ch: SimChannel, name: str, path: str) -> None:
+    headers = ch.sim.events.channel_event(name, ch.data, now_us=int(time.time_ns() // 1000),
+                                          extra=[("Record-File-Path", path)], calling=RECORD_FILE_CALLING[name])
+    ch.sim.dispatch(name, headers, None)
+
+
+def _frames(media_seconds: float) -> int:
+    """Samples of whole 20 ms frames (FreeSWITCH writes frame by frame)."""
+    return int(media_seconds * 50) * (RATE // 50)
+
+
+@application("record")
+async def app_record(ch: SimChannel, arg: str) -> None:
+    """mod_dptools record_function: `record <path> [+][<limit secs>] [<silence thresh>] [<silence hits secs>]`.
+
+    Ends on a digit in playback_terminators (default `*`; stored in playback_terminator_used), on
+    `hits` seconds of silence (thresh > 0; hits 0 -> 3 s; sets silence_hits_exhausted=true), on the time
+    limit or on the hangup. The limit counts whole epoch seconds: it ends once now - start > limit, so
+    a recording lasts between limit and limit + 1 s. Unlike FreeSWITCH (which hangs up with
+    DESTINATION_OUT_OF_ORDER when it cannot open the file) a missing directory only skips the file.
+    """
+    argv = arg.split()
+    if not argv:
+        ch.sim.log("ERR", "No file specified.", channel=ch)
+        return
+    path = argv[0]
+    limit = _atoi(argv[1].lstrip("+")) if len(argv) > 1 else 0
+    thresh = _atoi(argv[2]) if len(argv) > 2 else 0
+    hits = (_atoi(argv[3]) if len(argv) > 3 else 0) or 3
+    ch.set_var("playback_terminator_used", None)
+    ch.set_var("silence_hits_exhausted", "false")
+    loop = asyncio.get_running_loop()
+    speed = ch.sim.config.media_speed
+    started = loop.time()
+    # media seconds from the start at which each way of ending is due
+    ends = [math.inf]
+    if limit:
+        ends.append(limit + 1 - (time.time() % 1.0))
+    silence_end = caller_speech(ch) + hits if thresh else math.inf
+    ends.append(silence_end)
+    _fire_record_file_event(ch, "RECORD_START", path)
+    if ch.hooks.on_collect_start is not None:
+        ch.hooks.on_collect_start()  # a scripted caller presses keys / hangs up now
+    while True:
+        elapsed = (loop.time() - started) * speed
+        due = min(ends)
+        if elapsed >= due:
+            if due == silence_end:
+                ch.set_var("silence_hits_exhausted", "true")
+            break
+        woke = await ch.wait(due - elapsed, on_dtmf=True)
+        if woke == "dtmf":
+            digit = ch.dequeue_dtmf()
+            terminators = ch.vars.get("playback_terminators", "*")
+            if terminators.lower() == "any":
+                terminators = "1234567890*#"
+            elif terminators.lower() == "none":
+                terminators = ""
+            if digit is not None and digit in terminators:
+                ch.set_var("playback_terminator_used", digit)
+                break
+            continue
+        if woke in ("hangup", "transfer"):
+            break
+    samples = _frames((loop.time() - started) * speed)
+    write_recording(path, samples)
+    _record_vars(ch, samples, app=True)
+    _fire_record_file_event(ch, "RECORD_STOP", path)
+
+
+@dataclass
+class MediaBugRecording:
+    """One `uuid_record start` / `record_session` recording (both directions, goes on across bridges)."""
+
+    path: str
+    started: float  # loop time
+    masked: bool = False
+    paused_at: float | None = None
+    paused_total: float = 0.0
+
+    def media_seconds(self, now: float, speed: float) -> float:
+        paused = self.paused_total + ((now - self.paused_at) if self.paused_at is not None else 0.0)
+        return max(0.0, (now - self.started - paused) * speed)
+
+
+_MEDIA_BUGS: weakref.WeakKeyDictionary[SimChannel, dict[str, MediaBugRecording]] = weakref.WeakKeyDictionary()
+
+
+def media_bugs(ch: SimChannel) -> dict[str, MediaBugRecording]:
+    """The running recordings of `ch` by path (tests look at `masked` / `paused_at`)."""
+    return _MEDIA_BUGS.setdefault(ch, {})
+
+
+def start_media_bug(ch: SimChannel, path: str) -> bool:
+    """switch_ivr_record_session_event: RECORD_START as the bug starts (s7: right after `+OK Success`)."""
+    if ch.hungup:
+        return False
+    bugs = media_bugs(ch)
+    if path in bugs:
+        return True
+    bugs[path] = MediaBugRecording(path, asyncio.get_running_loop().time())
+    if not getattr(ch, "_sim_record_hangup_hook", False):
+        # The bugs close as the channel enters CS_HANGUP (s7: CHANNEL_STATE CS_HANGUP, RECORD_STOP,
+        # CHANNEL_STATE CS_REPORTING): wrap this channel's on_hangup_state.
+        endpoint_hook = ch.on_hangup_state
+
+        def on_hangup_state() -> None:
+            for bug_path in list(media_bugs(ch)):
+                stop_media_bug(ch, bug_path, cause="success-silence")
+            endpoint_hook()
+
+        ch.on_hangup_state = on_hangup_state  # type: ignore[method-assign]
+        ch._sim_record_hangup_hook = True  # type: ignore[attr-defined]
+    ch.fire("RECORD_START", [("Record-File-Path", path)])
+    return True
+
+
+def stop_media_bug(ch: SimChannel, path: str, *, cause: str = "success-maxtime") -> bool:
+    """switch_ivr_stop_record_session / the bug's CLOSE: write the file, record_* variables, RECORD_STOP
+    with Record-Completion-Cause (stopped on a live channel: success-maxtime; closed by the hangup:
+    success-silence, s7). False when no recording of `path` runs (`-ERR Cannot stop record session!`)."""
+    bug = media_bugs(ch).pop(path, None)
+    if bug is None:
+        return False
+    samples = _frames(bug.media_seconds(asyncio.get_running_loop().time(), ch.sim.config.media_speed))
+    write_recording(path, samples)
+    _record_vars(ch, samples, app=False)
+    ch.set_var("record_completion_cause", cause)
+    ch.fire("RECORD_STOP", [("Record-File-Path", path), ("Record-Completion-Cause", cause)])
+    return True
+
+
+def pause_media_bug(ch: SimChannel, path: str, *, pause: bool) -> bool:
+    bug = media_bugs(ch).get(path)
+    if bug is None:
+        return False
+    now = asyncio.get_running_loop().time()
+    if pause and bug.paused_at is None:
+        bug.paused_at = now
+    elif not pause and bug.paused_at is not None:
+        bug.paused_total += now - bug.paused_at
+        bug.paused_at = None
+    return True
+
+
+def mask_media_bug(ch: SimChannel, path: str, *, mask: bool) -> bool:
+    """Masked audio is written as silence: the file keeps its length (all of the sim's audio is silence)."""
+    bug = media_bugs(ch).get(path)
+    if bug is None:
+        return False
+    bug.masked = mask
+    return True
+
+
+@application("record_session")
+async def app_record_session(ch: SimChannel, arg: str) -> None:
+    """`record_session <path>`: starts a media bug and returns at once (s7)."""
+    path = arg.split()[0] if arg.split() else ""
+    if not path:
+        ch.sim.log("ERR", "No file specified.", channel=ch)
+        return
+    start_media_bug(ch, path)
+
+
+@application("stop_record_session")
+async def app_stop_record_session(ch: SimChannel, arg: str) -> None:
+    path = arg.strip()
+    if path.lower() == "all":
+        for bug_path in list(media_bugs(ch)):
+            stop_media_bug(ch, bug_path)
+    elif path:
+        stop_media_bug(ch, path)

@@ -26,6 +26,7 @@ __all__ = [
     "ChannelData",
     "EventFactory",
     "HANGUP_CAUSE_Q850",
+    "RECORD_FILE_CALLING",
     "hangup_timestamp_variables",
     "local_stamp",
 ]
@@ -144,11 +145,18 @@ CALLING: dict[str, tuple[str, str, int]] = {
     "PLAYBACK_START": ("switch_ivr_play_say.c", "switch_ivr_play_file", 1649),
     "PLAYBACK_STOP": ("switch_ivr_play_say.c", "switch_ivr_play_file", 2023),
     "RECORD_START": ("switch_ivr_async.c", "record_callback", 1482),
-    "RECORD_STOP": ("switch_ivr_async.c", "send_record_stop_event", 1241),
+    "RECORD_STOP": ("switch_ivr_async.c", "send_record_stop_event", 1241),  # media bugs (s7)
     "CALL_UPDATE": ("mod_sofia.c", "sofia_receive_message", 2133),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", 1569),
     "API": ("switch_loadable_module.c", "switch_api_execute", 2954),
     "RELOADXML": ("switch_xml.c", "switch_xml_open_root", 2421),
+}
+
+# RECORD_START / RECORD_STOP of the `record` application fire from switch_ivr_record_file_event, not from
+# the media bug (s7 has no `record` run: lines of switch_ivr_play_say.c whose PLAYBACK_* lines match s7).
+RECORD_FILE_CALLING: dict[str, tuple[str, str, int]] = {
+    "RECORD_START": ("switch_ivr_play_say.c", "switch_ivr_record_file_event", 770),
+    "RECORD_STOP": ("switch_ivr_play_say.c", "switch_ivr_record_file_event", 1033),
 }
 
 # Events that carry variable_* headers (switch_channel_event_set_extended_data's list).

@@ -67,9 +67,13 @@ from ..ari.models import (
     Event,
     PlaybackEvent,
     PlaybackFinished,
+    RecordingEvent,
+    RecordingFailed,
+    RecordingFinished,
     StasisEnd,
     StasisStart,
 )
+from . import asterisk_record
 from .asterisk_dial import DIAL_LEG_ARG, Dialer, DialLeg, timestamp_us
 from .asterisk_media import (
     MediaError,
@@ -144,6 +148,9 @@ class _Playback:
 class AsteriskCall(Call):
     """A channel in our Stasis application."""
 
+    # Asterisk's <astspooldir>/recording on the switch (asterisk_record.py); the switch sets it.
+    recording_dir: str = asterisk_record.RECORDING_DIR
+
     def __init__(
         self,
         client: AriClient,
@@ -182,6 +189,7 @@ class AsteriskCall(Call):
         self._timeout_cause = "ALLOTTED_TIMEOUT"
         self._destroy_timer: asyncio.TimerHandle | None = None
         self._announcements: set[asyncio.Task[None]] = set()
+        self._recording_waiters: dict[str, asyncio.Future[Any]] = {}  # live recording name -> its end
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -252,6 +260,42 @@ class AsteriskCall(Call):
         playback = self._playbacks.get(event.playback.id)
         if playback is not None and not playback.done.done():
             playback.done.set_result(event.playback.state)
+
+    def on_RecordingFinished(self, event: RecordingFinished | RecordingFailed) -> None:
+        waiter = self._recording_waiters.get(event.recording.name)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(event.recording)
+
+    def on_RecordingFailed(self, event: RecordingFailed) -> None:
+        self.on_RecordingFinished(event)  # the recording's state says "failed"
+
+    def expect_recording(self, name: str) -> asyncio.Future[Any]:
+        """A future for the end (RecordingFinished / RecordingFailed) of this call's recording `name`."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._recording_waiters[name] = waiter
+        return waiter
+
+    def forget_recording(self, name: str) -> None:
+        self._recording_waiters.pop(name, None)
+
+    async def gone_within(self, seconds: float) -> bool:
+        """True if the channel is gone now or goes within `seconds`."""
+        if self._cause is None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._gone), seconds)
+        return self._cause is not None
+
+    def clear_dtmf(self) -> None:
+        self._dtmf.clear()
+
+    def take_dtmf(self, keys: str) -> str | None:
+        """Remove and return the last queued digit that is one of `keys` (a recording's terminator)."""
+        for index in range(len(self._dtmf) - 1, -1, -1):
+            if self._dtmf[index] in keys:
+                digit = self._dtmf[index]
+                del self._dtmf[index]
+                return digit
+        return None
 
     def _mark_end(self, event: Event) -> None:
         if not self.ended_at_us:
@@ -562,11 +606,11 @@ class AsteriskCall(Call):
             if not started.done():
                 started.set_result(None)
 
-    async def record(self, spec: RecordSpec) -> RecordResult:  # INTERIM: replaced by the recording work
-        raise CallError("record is not implemented on this backend yet")
+    async def record(self, spec: RecordSpec) -> RecordResult:
+        return await asterisk_record.record(self, spec)  # see asterisk_record.py
 
-    async def start_recording(self, path: str) -> Recording:  # INTERIM: replaced by the recording work
-        raise CallError("start_recording is not implemented on this backend yet")
+    async def start_recording(self, path: str) -> Recording:
+        return await asterisk_record.start_recording(self, path)  # a Snoop channel, see asterisk_record.py
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         self._check()
@@ -616,7 +660,10 @@ class AsteriskCall(Call):
             await asyncio.wait_for(asyncio.shield(self._gone), CONFIRM_TIMEOUT_S)
         self._finish(self._cause_without_destroy())
 
-    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT") -> None:
+    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT", *,
+                              at_us: int | None = None) -> None:
+        # TIMEOUT(absolute) counts from when it is set, in fractions: `seconds` (the caller's
+        # margin included) is what to arm; an instant adds nothing here.
         self._check()
         if seconds <= 0:
             raise CallError(f"schedule_hangup: {seconds} s is not in the future")
@@ -676,6 +723,9 @@ def _channel_id(event: Event) -> str | None:
     if isinstance(event, PlaybackEvent):
         kind, _, target = event.playback.target_uri.partition(":")
         return target if kind == "channel" else None
+    if isinstance(event, RecordingEvent):
+        kind, _, target = event.recording.target_uri.partition(":")
+        return target if kind == "channel" else None
     channel = getattr(event, "channel", None)
     return getattr(channel, "id", None)
 
@@ -684,6 +734,8 @@ class AsteriskSwitch(Switch):
     """One Asterisk: its ARI client and event stream, and the calls in our Stasis app."""
 
     kind = "asterisk"
+    # <astspooldir>/recording as Asterisk sees it (tools/asterisk-setup.sh: /var/spool/asterisk)
+    recording_dir: str = asterisk_record.RECORDING_DIR
 
     def __init__(
         self,
@@ -793,6 +845,8 @@ class AsteriskSwitch(Switch):
             log.info("hanging up an outgoing leg of no running dial", extra={"call": channel.id})
             self._spawn(self._hang_up_orphan(channel.id))
             return
+        if args and args[0] == asterisk_record.SNOOP_ARG:
+            return  # a call recording's Snoop channel (asterisk_record.py): it ends with its call
         destination = args[1] if len(args) >= 2 and args[0] == "inbound" else channel.dialplan.exten
         info = CallInfo(
             uuid=channel.id,
@@ -807,6 +861,7 @@ class AsteriskSwitch(Switch):
         info.variables.setdefault("stasis_args", ",".join(args))
         call = AsteriskCall(self.client, info, sound_uri=self.sound_uri, context=channel.dialplan.context,
                             language=channel.language, legs=self.legs)
+        call.recording_dir = self.recording_dir
         self.calls[channel.id] = call
         task = asyncio.create_task(self._run_call(call), name=f"ari-call-{channel.id}")
         self._tasks.add(task)

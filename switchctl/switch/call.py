@@ -294,11 +294,15 @@ class Call(abc.ABC):
         """Hang up; returns once the switch confirmed the hangup. Idempotent."""
 
     @abc.abstractmethod
-    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT") -> None:
+    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT", *,
+                              at_us: int | None = None) -> None:
         """Arm a switch-side hangup `seconds` from now (a safety net that works without us).
 
-        A new schedule replaces the armed one. FreeSWITCH fires on whole seconds of its clock
-        (`+N` from floor(now)), never earlier than asked; Asterisk takes fractions."""
+        A new schedule replaces the armed one. `at_us`, when given, is the instant to fire at
+        (epoch µs on the switch's clock): a switch that can take an instant uses it instead of
+        `seconds`, so when the command arrives does not matter. FreeSWITCH fires on whole seconds of
+        its clock (the first at or after `at_us`; `+N` counts from floor(arrival)), never earlier
+        than asked; Asterisk takes fractions of a second from when it is set."""
 
     @abc.abstractmethod
     async def set_variable(self, name: str, value: str) -> None: ...

@@ -24,7 +24,10 @@ from ..esl.codec import CommandReply, Event
 from ..esl.errors import ChannelHungUp, CommandError, ConnectionLost, ESLError, ReplyTimeout
 from ..esl.inbound import InboundClient
 from ..esl.outbound import OutboundSession
+from .freeswitch_adopt import FreeSwitchAdopter, sched_hangup_time
 from .call import (
+    AdoptedCall,
+    LiveChannel,
     Call,
     CallError,
     CallGone,
@@ -38,6 +41,9 @@ from .call import (
     DialSpec,
     DialTarget,
     dial_outcome_for_cause,
+    RecordResult,
+    Recording,
+    RecordSpec,
     SayKind,
     Switch,
 )
@@ -205,6 +211,87 @@ def dial_result_from_bridge(done: Event, *, bridge: Event | None = None,
     target = targets.get(failed, last_target) if failed else last_target
     return DialResult(dial_outcome_for_cause(cause), cause, target, None,
                       ended_at_us=ended_at, caller_hung_up=a_gone)
+
+
+# -- recording -----------------------------------------------------------------------------------
+# `record` (mod_dptools record_function -> switch_ivr_record_file_event) reports nothing about how it
+# ended except through variables its completion carries: playback_terminator_used (set by the on_dtmf
+# callback for a digit in `playback_terminators`), silence_hits_exhausted ("false" once the file is
+# open, "true" on the silence end), record_ms (samples written / 8 at 8 kHz). Its limit counts whole
+# epoch seconds (`now - start > limit`), so a recording with limit N lasts more than N and at most
+# N + 1 s: we pass ceil(max_seconds) - 1 (at least 1) to never record longer than ceil(max_seconds).
+# Silence: energy threshold 200 (mod_voicemail's default) for `hits` whole seconds.
+BEEP = "tone_stream://%(500,0,1000)"
+SILENCE_THRESHOLD = 200
+
+
+def record_arg(spec: RecordSpec) -> str:
+    """The `record` application's argument for `spec`."""
+    if not spec.path or _NO_SPACE.search(spec.path):
+        raise CallError(f"record: bad path '{spec.path}' (no spaces: the argument is split on them)")
+    if spec.max_seconds <= 0:
+        raise CallError(f"record: max_seconds must be > 0, got {spec.max_seconds}")
+    limit = max(1, math.ceil(spec.max_seconds) - 1)
+    if spec.silence_seconds > 0:
+        return f"{spec.path} {limit} {SILENCE_THRESHOLD} {max(1, math.ceil(spec.silence_seconds))}"
+    return f"{spec.path} {limit}"
+
+
+def record_result(done: Event, path: str) -> RecordResult:
+    """RecordResult from the `record` app's CHANNEL_EXECUTE_COMPLETE (pure)."""
+    try:
+        duration_us = int(done.get("variable_record_ms") or 0) * 1000
+    except ValueError:
+        duration_us = 0
+    terminator = done.get("variable_playback_terminator_used") or None
+    if done.get("Answer-State") == "hangup":
+        return RecordResult(path, "hangup", duration_us)
+    if terminator:
+        return RecordResult(path, "terminator", duration_us, terminator)
+    if done.get("variable_silence_hits_exhausted") == "true":
+        return RecordResult(path, "silence", duration_us)
+    return RecordResult(path, "max_time", duration_us)
+
+
+class FreeSwitchRecording(Recording):
+    """A `uuid_record` media bug: both directions mixed, it goes on across bridges. pause/resume use
+    mask/unmask (silence is written meanwhile, the file keeps the call's timeline)."""
+
+    def __init__(self, call: FreeSwitchCall, path: str) -> None:
+        self.call = call
+        self.path = path
+        self.stopped = False
+
+    async def _verb(self, verb: str) -> str:
+        call = self.call
+        if call._cause is not None or call.session.hungup:
+            raise call._gone()
+        return await call._api_reply(f"uuid_record {call.uuid} {verb} {self.path}")
+
+    async def pause(self) -> None:
+        reply = await self._verb("mask")
+        if not reply.startswith("+OK"):
+            raise CallError(f"uuid_record mask: {reply.strip()}")
+
+    async def resume(self) -> None:
+        reply = await self._verb("unmask")
+        if not reply.startswith("+OK"):
+            raise CallError(f"uuid_record unmask: {reply.strip()}")
+
+    async def stop(self) -> None:
+        # Idempotent: a second stop answers `-ERR Cannot stop record session!` (s7), a call that
+        # ended closed the file itself (RECORD_STOP at CS_HANGUP, s7) and is `Cannot locate session`.
+        if self.stopped or self.call._cause is not None or self.call.session.hungup:
+            self.stopped = True
+            return
+        try:
+            reply = await self.call._api_reply(f"uuid_record {self.call.uuid} stop {self.path}")
+        except CallGone:
+            reply = "+OK"
+        self.stopped = True
+        if not reply.startswith("+OK") and "Cannot stop record session" not in reply \
+                and "Cannot locate session" not in reply:
+            raise CallError(f"uuid_record stop: {reply.strip()}")
 
 
 def call_info_from_channel_data(data: Event, switch_name: str) -> CallInfo:
@@ -477,11 +564,73 @@ class FreeSwitchCall(Call):
         if not reply.startswith("+OK"):
             raise CallError(f"uuid_broadcast: {reply.strip()}")
 
-    async def record(self, spec: RecordSpec) -> RecordResult:  # INTERIM: replaced by the recording work
-        raise CallError("record is not implemented on this backend yet")
+    async def record(self, spec: RecordSpec) -> RecordResult:
+        """Beep, then `record` with the limits (see module notes on recording). A hangup during the
+        recording returns reason "hangup" with what was written; only one before it raises CallGone."""
+        arg = record_arg(spec)
+        terminators = spec.terminators or "none"
+        if _NO_SPACE.search(terminators) or ";" in terminators:
+            raise CallError(f"record: bad terminators '{spec.terminators}'")
+        if spec.beep:
+            await self._execute("playback", BEEP)
+        # Set after the beep (a terminator during the beep would only cut the beep). Clearing
+        # silence_hits_exhausted tells a file FreeSWITCH could not open (it then hangs up with
+        # DESTINATION_OUT_OF_ORDER before setting it) from a hangup during the recording.
+        previous = self.variables.get("playback_terminators")
+        await self._api(f"uuid_setvar_multi {self.uuid} playback_terminators={terminators};silence_hits_exhausted=")
+        try:
+            done = await self._execute_anyway("record", arg)
+        finally:
+            if self._cause is None and not self.session.hungup:
+                restore = f"uuid_setvar {self.uuid} playback_terminators" + (f" {previous}" if previous else "")
+                try:
+                    await self._api(restore)
+                except CallError:
+                    pass
+        if done.get("Answer-State") == "hangup":
+            self._cause = self._cause or done.get("Hangup-Cause") or "NORMAL_CLEARING"
+            if not done.get("variable_silence_hits_exhausted"):
+                raise CallGone(self._cause, f"record: FreeSWITCH could not write '{spec.path}' ({self._cause})")
+        return record_result(done, spec.path)
 
-    async def start_recording(self, path: str) -> Recording:  # INTERIM: replaced by the recording work
-        raise CallError("start_recording is not implemented on this backend yet")
+    async def _execute_anyway(self, app: str, arg: str) -> Event:
+        """An application's completion whatever the channel's state (a hangup is read from it)."""
+        if self._cause is not None or self.session.hungup:
+            raise self._gone()
+        try:
+            return await self.session.execute(app, arg)
+        except ChannelHungUp as exc:
+            self._cause = self._cause or exc.cause
+            raise self._gone() from None
+        except (ConnectionLost, ReplyTimeout) as exc:
+            self._cause = self._cause or "SWITCH_CONNECTION_LOST"
+            raise CallGone(self._cause, f"lost the switch during '{app}': {exc}") from None
+        except CommandError as exc:
+            raise CallError(f"{app} {arg}: {exc}") from None
+
+    async def _api_reply(self, command: str) -> str:
+        """An api's reply text, -ERR included (the caller judges it)."""
+        try:
+            return await self.session.api(command, check=False)
+        except CommandError as exc:
+            raise CallError(f"{command.split(' ', 1)[0]}: {exc}") from None
+        except (ConnectionLost, ReplyTimeout):
+            self._cause = self._cause or "SWITCH_CONNECTION_LOST"
+            raise self._gone() from None
+
+    async def start_recording(self, path: str) -> Recording:
+        """`uuid_record <uuid> start <path>`: a media bug on this leg, both directions, across bridges."""
+        if not path or _NO_SPACE.search(path):
+            raise CallError(f"start_recording: bad path '{path}'")
+        if self._cause is not None or self.session.hungup:
+            raise self._gone()
+        reply = await self._api_reply(f"uuid_record {self.uuid} start {path}")
+        if not reply.startswith("+OK"):
+            if "Cannot locate session" in reply:
+                self._cause = self._cause or self.session.hangup_cause or "NORMAL_CLEARING"
+                raise self._gone()
+            raise CallError(f"uuid_record start: {reply.strip()}")
+        return FreeSwitchRecording(self, path)
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         if _NO_SPACE.search(extension):
@@ -497,7 +646,8 @@ class FreeSwitchCall(Call):
         except ESLError:
             self._cause = self._cause or cause
 
-    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT") -> None:
+    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT", *,
+                              at_us: int | None = None) -> None:
         # Through the API, not the sched_hangup application: an application would wait behind a
         # running bridge. sched_hangup ADDS a scheduler task (switch_ivr_schedule_hangup; the
         # earliest fires first), so `sched_del <uuid>` first makes this replace the armed one, as
@@ -510,7 +660,7 @@ class FreeSwitchCall(Call):
             raise CallError(f"schedule_hangup: bad cause '{cause}'")
         try:
             await self.session.api(f"sched_del {self.uuid}")
-            reply = await self.session.api(f"sched_hangup +{max(1, math.ceil(seconds))} {self.uuid} {cause}",
+            reply = await self.session.api(f"sched_hangup {sched_hangup_time(seconds, at_us)} {self.uuid} {cause}",
                                            check=False)
         except (ConnectionLost, ReplyTimeout):
             self._cause = self._cause or "SWITCH_CONNECTION_LOST"
@@ -554,9 +704,16 @@ class FreeSwitchSwitch(Switch):
     def __init__(self, name: str, client: InboundClient) -> None:
         self.name = name
         self.client = client
+        self.adopter = FreeSwitchAdopter(name, client)  # live calls after a restart (freeswitch_adopt.py)
 
     async def api(self, command: str) -> str:
         return await self.client.api(command)
+
+    async def live_calls(self) -> list[LiveChannel]:
+        return await self.adopter.live_calls()
+
+    async def adopt(self, uuid: str) -> AdoptedCall:
+        return await self.adopter.adopt(uuid)
 
     async def reload_config(self) -> str:
         reply = await self.client.api("reloadxml", check=False)

@@ -98,6 +98,22 @@ def live_channel_from_dump(body: str, switch: str) -> LiveChannel | None:
 
 
 # -- the adopter (one per switch) ------------------------------------------------------------------
+
+def sched_hangup_time(seconds: float, at_us: int | None) -> str:
+    """sched_hangup's time argument: an absolute epoch second when the instant is known (the first
+    whole second at or after it: FreeSWITCH runs the task once its whole-second clock reaches it,
+    whenever the command arrived), else `+N` whole seconds from floor(arrival), never early.
+
+    mod_commands reads `sec = atol(argv[0] + 1)` and hangs up AT ONCE when it is 0, for the
+    absolute form too: an epoch second whose digits after the first are all zeros (e.g.
+    2000000000) would cut the call now; such a second is armed one later."""
+    if at_us is None:
+        return f"+{max(1, math.ceil(seconds))}"
+    epoch_s = -(-at_us // 1_000_000)
+    if int(str(epoch_s)[1:] or "0") == 0:
+        epoch_s += 1
+    return str(epoch_s)
+
 class FreeSwitchAdopter:
     """Lists a FreeSWITCH's live channels and hands out adopted calls over its inbound connection."""
 
@@ -232,13 +248,14 @@ class FreeSwitchAdoptedCall(AdoptedCall):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ended.wait(), HANGUP_CONFIRM_SECONDS)
 
-    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT") -> None:
+    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT", *,
+                              at_us: int | None = None) -> None:
         if self._ended.is_set():
             raise CallGone(self._cause or "NORMAL_CLEARING")
         if _NO_SPACE.search(cause):
             raise CallError(f"schedule_hangup: bad cause '{cause}'")
         await self._api(f"sched_del {self.uuid}")  # sched_hangup adds a task: replace the armed one
-        reply = await self._api(f"sched_hangup +{max(1, math.ceil(seconds))} {self.uuid} {cause}")
+        reply = await self._api(f"sched_hangup {sched_hangup_time(seconds, at_us)} {self.uuid} {cause}")
         self._check_reply("sched_hangup", reply)
 
     async def announce(self, prompt: str) -> None:
