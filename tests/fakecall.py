@@ -180,7 +180,8 @@ class ScriptedCall(Call):
         if self._cause is None:
             self._cause = cause
 
-    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT") -> None:
+    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT", *,
+                              at_us: int | None = None) -> None:
         self._enter("schedule_hangup", seconds, cause)
 
     async def set_variable(self, name: str, value: str) -> None:

@@ -120,11 +120,15 @@ class TimedCall(Call):
             self._cause = cause
             self.gone.set()
 
-    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT") -> None:
+    async def schedule_hangup(self, seconds: float, cause: str = "ALLOTTED_TIMEOUT", *,
+                              at_us: int | None = None) -> None:
         if self._cause is not None:
             raise CallGone(self._cause)
         now = self.wall()
         self.events.append(("net", now, seconds))
+        if at_us is not None:  # the absolute form: the first whole second at or after the instant
+            self.nets.append(-(-at_us // US) * US)
+            return
         whole = -(-int(seconds * 1000) // 1000)
         self.nets.append((now // US + whole) * US)
 

@@ -355,7 +355,8 @@ class CutoffManager:
                     live.net_too_early = True
                     return
         try:
-            await live.call.schedule_hangup(arm.seconds, CUT_CAUSE)
+            await live.call.schedule_hangup(arm.seconds, CUT_CAUSE,
+                                            at_us=arm.fires_at_us if policy.whole_seconds else None)
         except CallGone:
             return
         except CallError as exc:

@@ -13,8 +13,10 @@ What the switches do (read from their sources; see docs/PREPAID.md):
 - Asterisk `TIMEOUT(absolute)=<s.fff>` (func_timeout.c): fractional seconds from when it is set;
   setting it again replaces the previous timeout.
 
-What we arm: the seconds that make the net fire at the first instant it can that is never before
-the paid end `deadline_us` — on FreeSWITCH, the first whole second at or after it:
+What we arm (since the bench showed `+N` landing a second late when the command arrived in the
+first ~50 ms of a second): the INSTANT, as FreeSWITCH's absolute form `sched_hangup <epoch second>`
+(Call.schedule_hangup at_us), the first whole second at or after the paid end — it fires in
+[deadline, deadline + 1 s + 0.5 s) whenever the command arrives. The relative fallback was:
   base = floor_s(now − margin);  N = ceil((deadline − base) / 1 s)   → fires at base + N ≥ deadline
 Executed within the same FreeSWITCH second as `now − margin`, it fires in [deadline, deadline +
 1 s + 0.5 s) (≤ 1.5 s late, the acceptance target with the controller down); if the command reaches
@@ -67,9 +69,12 @@ class NetArm:
 def safety_net(deadline_us: int, now_us: int, policy: SafetyNetPolicy) -> NetArm:
     """The schedule that fires no earlier than `deadline_us`, as soon after it as the switch can."""
     if policy.whole_seconds:
+        # Armed as an instant (Call.schedule_hangup at_us; FreeSWITCH's absolute sched_hangup):
+        # the first whole second at or after the deadline, whenever the command arrives. `seconds`
+        # is the relative fallback for a switch that takes none (counted from floor(now - margin)).
+        fires_s = max(-(-deadline_us // US_PER_S), now_us // US_PER_S + 1)
         base_s = (now_us - policy.margin_us) // US_PER_S
-        seconds = max(1, -((base_s * US_PER_S - deadline_us) // US_PER_S))  # ceil, integers only
-        return NetArm(float(seconds), (base_s + seconds) * US_PER_S)
+        return NetArm(float(max(1, fires_s - base_s)), fires_s * US_PER_S)
     # Fractional (Asterisk): counted from when it is set, which is after `now`; 1 ms resolution.
     left_us = max(1_000, deadline_us - now_us + policy.margin_us)
     left_ms = -(-left_us // 1_000)
