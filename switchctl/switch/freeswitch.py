@@ -360,19 +360,7 @@ class FreeSwitchCall(Call):
         return CallGone(self._cause or self.session.hangup_cause or "NORMAL_CLEARING")
 
     async def _execute(self, app: str, arg: str = "") -> Event:
-        if self._cause is not None or self.session.hungup:
-            raise self._gone()
-        try:
-            done = await self.session.execute(app, arg)
-        except ChannelHungUp as exc:
-            self._cause = self._cause or exc.cause
-            raise self._gone() from None
-        except (ConnectionLost, ReplyTimeout) as exc:
-            # The switch or the socket went away: for the flow the call is over either way.
-            self._cause = self._cause or "SWITCH_CONNECTION_LOST"
-            raise CallGone(self._cause, f"lost the switch during '{app}': {exc}") from None
-        except CommandError as exc:
-            raise CallError(f"{app} {arg}: {exc}") from None
+        done = await self._execute_anyway(app, arg)
         if done.get("Answer-State") == "hangup":
             self._cause = self._cause or done.get("Hangup-Cause") or "NORMAL_CLEARING"
             raise self._gone()
@@ -474,7 +462,7 @@ class FreeSwitchCall(Call):
         self._bridge_waiter = bridged
         await self._command(f"event plain {BRIDGE_EVENT}")
         try:
-            run = asyncio.ensure_future(self._execute_bridge(dial))
+            run = asyncio.ensure_future(self._execute_anyway("bridge", dial))
             try:
                 await asyncio.wait({run, bridged}, return_when=asyncio.FIRST_COMPLETED)
                 answer_event: Event | None = bridged.result() if bridged.done() else None
@@ -510,19 +498,6 @@ class FreeSwitchCall(Call):
             if result.outcome is not DialOutcome.ANSWERED:
                 raise self._gone()
         return result
-
-    async def _execute_bridge(self, dial: str) -> Event:
-        """The bridge's completion, whatever the A leg's state (a hangup is read from it)."""
-        try:
-            return await self.session.execute("bridge", dial)
-        except ChannelHungUp as exc:
-            self._cause = self._cause or exc.cause
-            raise self._gone() from None
-        except (ConnectionLost, ReplyTimeout) as exc:
-            self._cause = self._cause or "SWITCH_CONNECTION_LOST"
-            raise CallGone(self._cause, f"lost the switch during 'bridge': {exc}") from None
-        except CommandError as exc:
-            raise CallError(f"bridge {dial}: {exc}") from None
 
     async def _api(self, command: str) -> str:
         try:
