@@ -54,6 +54,7 @@ from tests.private_asterisk import (  # noqa: F401  (asterisk_chroot is a fixtur
 )
 from tests.test_asterisk_backend import SOUNDS, Rig, rig  # noqa: F401  (rig is a fixture)
 from tests.test_asterisk_ivr import _scenario
+from tests.ivr_cases import NOT_IVR_FLOWS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "phonebar"
@@ -75,6 +76,8 @@ def _write_site(folder: Path, env: PrivateAsterisk) -> Site:
     dialplans = folder / "dialplans"
     dialplans.mkdir(parents=True)
     for flow in (EXAMPLE / "dialplans").glob("*.yaml"):
+        if flow.name in NOT_IVR_FLOWS:  # the booth flow needs a gateway and a number plan
+            continue
         text = flow.read_text()
         text = re.sub(r"(?m)^(\s+)timeout: 5$", r"\1timeout: 2", text)
         text = re.sub(r"(?m)^(\s+)inter_digit_timeout: 2$", r"\1inter_digit_timeout: 1", text)

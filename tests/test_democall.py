@@ -142,6 +142,15 @@ def _write_site(tmp: Path, env: AsteriskEnv) -> Path:
         '  - {range: "1001-1010", name: "Booth {n}", booth: true, password: "booth-{extension}"}',
         "values:",
         '  operator: "1000"',
+        # the example's booth flow dials this gateway through this number plan
+        "gateways:",
+        "  - {name: upstream, proxy: 127.0.0.1:5090, register: false}",
+        "numbering:",
+        "  main:",
+        '    - {prefix: "00", route: international, min_length: 6}',
+        '    - {prefix: "0", route: local, length: 10}',
+        '    - {prefix: "112", route: emergency, length: 3}',
+        '    - {prefix: "1[578]", route: emergency, length: 2}',
     ]) + "\n")
     return site
 
