@@ -370,3 +370,15 @@ def test_switch_cdr_location_and_format(tmp_path: Path) -> None:
     assert cdr is not None and cdr.format == "csv" and cdr.path == tmp_path / "cdr" / "Master.csv"
     msg = error_of(tmp_path, BASE.replace("    sip:", "    cdr: {format: custom}\n    sip:"))
     assert "cdr format 'custom' is not one a freeswitch writes (one of: json, csv)" in msg
+
+
+def test_voicemail_section(tmp_path: Path) -> None:
+    assert load_site(write_site(tmp_path, BASE)).voicemail is None
+    site = load_site(write_site(tmp_path, BASE + "voicemail: {spool: /var/spool/vm, smtp: '127.0.0.1:2525', from: vm@bar.example}\n"))
+    vm = site.voicemail
+    assert vm is not None and str(vm.spool) == "/var/spool/vm" and vm.smtp == "127.0.0.1:2525"
+    assert vm.sender == "vm@bar.example" and vm.local_spool is None and vm.retry_seconds == 60
+    msg = error_of(tmp_path, BASE + "voicemail: {smtp: '127.0.0.1:25'}\n")
+    assert msg.endswith("voicemail needs 'spool' (where the switch writes the messages)")
+    msg = error_of(tmp_path, BASE + "voicemail: {spool: x, from: nobody}\n")
+    assert "voicemail from 'nobody' is not an e-mail address" in msg

@@ -143,6 +143,19 @@ class BillingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VoicemailConfig:
+    """Voicemail of a site (docs/VOICEMAIL.md). `spool` is where the SWITCH writes messages (its
+    own filesystem; on Asterisk inside its recording dir), `local_spool` the same folder as the
+    controller sees it (None: the same path). Without `smtp` no e-mail is sent."""
+
+    spool: Path
+    local_spool: Path | None = None
+    smtp: str | None = None  # host:port of a relay on loopback
+    sender: str = "voicemail@localhost"
+    retry_seconds: int = 60
+
+
+@dataclass(frozen=True, slots=True)
 class Phone:
     """A SIP user (booth, operator, agent): one directory entry and one static route."""
 
@@ -179,6 +192,7 @@ class Site:
     allow_remote: bool = False
     numbering: Numbering = field(default_factory=Numbering)  # plans, screening, holidays
     billing: BillingConfig = field(default_factory=BillingConfig)
+    voicemail: VoicemailConfig | None = None
 
     @property
     def folder(self) -> Path:
@@ -465,6 +479,34 @@ def _cdr(m: YMap, kind: str, folder: Path, what: str) -> CdrConfig:
     return CdrConfig(fmt, path)
 
 
+_VOICEMAIL_KEYS = ("spool", "local_spool", "smtp", "from", "retry_seconds")
+
+
+def _voicemail(root: YMap, folder: Path) -> VoicemailConfig | None:
+    if root.get("voicemail") is None:
+        return None
+    m = _map(root["voicemail"], root.mark_of("voicemail"), "voicemail")
+    _check_keys(m, _VOICEMAIL_KEYS, "voicemail")
+
+    def path(key: str) -> Path:
+        text = _str(m[key], m.mark_of(key), f"voicemail {key}")
+        return Path(text) if Path(text).is_absolute() else (folder / text).resolve()
+
+    spool = path("spool") if "spool" in m else None
+    if spool is None:
+        raise SourceError(m.mark, "voicemail needs 'spool' (where the switch writes the messages)")
+    local = path("local_spool") if "local_spool" in m else None
+    smtp = None
+    if "smtp" in m:
+        host, port = _parse_listen(m["smtp"], m.mark_of("smtp"), "voicemail smtp")
+        smtp = f"{host}:{port}"
+    sender = _str(m.get("from", "voicemail@localhost"), m.mark_of("from"), "voicemail from")
+    if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", sender):
+        raise SourceError(m.mark_of("from"), f"voicemail from '{sender}' is not an e-mail address")
+    retry = _int(m.get("retry_seconds", 60), m.mark_of("retry_seconds"), "voicemail retry_seconds", 1, 86400)
+    return VoicemailConfig(spool, local, smtp, sender, retry)
+
+
 _BILLING_KEYS = ("tenant", "warning_seconds", "warning_prompt", "cdr_poll_seconds")
 
 
@@ -566,7 +608,7 @@ def _database_url(text: str, folder: Path) -> str:
 
 _SITE_KEYS = (
     "site", "allow_remote", "switches", "database", "web", "flows", "sounds", "phones", "gateways",
-    "lists", "values", "numbering", "screening", "holidays", "billing",
+    "lists", "values", "numbering", "screening", "holidays", "billing", "voicemail",
 )
 
 
@@ -674,6 +716,7 @@ def load_site(path: str | Path) -> Site:
     )
 
     billing = _billing(root)
+    voicemail = _voicemail(root, folder)
 
     _check_binds(root, switches, web_listen, allow_remote)
 
@@ -692,6 +735,7 @@ def load_site(path: str | Path) -> Site:
         allow_remote=allow_remote,
         numbering=numbering,
         billing=billing,
+        voicemail=voicemail,
     )
 
 
