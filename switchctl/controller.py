@@ -34,6 +34,7 @@ from .switch.freeswitch import (
     FreeSwitchSwitch,
     call_info_from_channel_data,
 )
+from .web import WebApi
 
 log = logging.getLogger("switchctl.controller")
 READOPT_POLL_S = 0.1  # how often a new inbound connection is looked for (re-adoption of live calls)
@@ -64,6 +65,7 @@ class Controller:
         # With a store, prepaid billing runs: `prepaid` nodes authorize, cutoffs, CDR collection.
         self.store = store
         self.billing: PrepaidWiring | None = None
+        self.web: WebApi | None = None  # the read-only HTTP API, started with billing
         self.flows = flows
         self.runner = FlowRunner(flows, site_values=dict(site.values), lists=dict(site.lists),
                                  sound_dirs=site.sound_dirs, numbering=site.numbering)
@@ -89,6 +91,7 @@ class Controller:
             self.billing = await PrepaidWiring.start(self.site, self.store)
             self.runner.billing = self.billing.prepaid
             self._tasks.append(asyncio.create_task(self.billing.run(self._stop), name="cdr-collector"))
+            await self._start_web()
         for sw in self.site.switches:
             if sw.kind == "asterisk" and sw.ari is not None:
                 self._start_asterisk(sw)
@@ -116,6 +119,18 @@ class Controller:
                     self._tasks.append(asyncio.create_task(self._readopt_on_connect(fs_switch, client),
                                                            name=f"readopt-{sw.name}"))
 
+    async def _start_web(self) -> None:
+        # A busy port costs the operator the read-only API, not the calls: logged, and we go on.
+        web_api = WebApi(self)
+        host, port = self.site.web_listen
+        try:
+            await web_api.start(host, port)
+        except OSError as exc:
+            log.error("web API not started: cannot listen on %s:%s: %s", host, port, exc)
+            return
+        self.web = web_api
+        log.info("web API listening", extra={"url": web_api.url})
+
     def _start_asterisk(self, sw: SwitchConfig) -> None:
         assert sw.ari is not None
         client = AriClient(sw.ari.url, sw.ari.user, sw.ari.password, sw.ari.app)
@@ -127,6 +142,8 @@ class Controller:
         switch.start()  # connects (and reconnects) in the background
         self.asterisks[sw.name] = switch
         self.switches[sw.name] = switch
+        if self.billing is not None:
+            self._tasks.append(asyncio.create_task(self._readopt_asterisk(switch), name=f"readopt-{sw.name}"))
         log.info("taking calls from Stasis app", extra={"switch": sw.name, "ari": sw.ari.url, "app": sw.ari.app})
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -143,6 +160,9 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.web is not None:  # up until here: it shows the calls draining
+            await self.web.close()
+            self.web = None
         if self.billing is not None:
             await self.billing.close()
 
@@ -160,6 +180,27 @@ class Controller:
                 except Exception:  # the next connection tries again; the nets stay armed
                     log.exception("re-adopting live calls failed", extra={"switch": switch.name})
             await asyncio.sleep(READOPT_POLL_S)
+
+    async def _readopt_asterisk(self, switch: AsteriskSwitch) -> None:
+        """Prepaid calls a previous controller left talking on this Asterisk (their channels
+        stayed in the Stasis app) go back under the cutoff once the event stream is up, so the
+        hangups of the adopted channels are seen. Once: after a mere reconnect of this controller
+        its own dials still run (and readopt skips calls already followed)."""
+        while not self._stop.is_set():
+            try:
+                await switch.wait_connected(READOPT_POLL_S)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - the stream gave up (e.g. refused credentials)
+                log.error("live calls not re-adopted: %s", exc, extra={"switch": switch.name})
+                return
+            if self.billing is None:
+                return
+            try:
+                await self.billing.readopt([switch])
+            except Exception:  # the nets armed before the restart stay; nothing else to do
+                log.exception("re-adopting live calls failed", extra={"switch": switch.name})
+            return
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await stop.wait()

@@ -74,6 +74,7 @@ from ..ari.models import (
     StasisStart,
 )
 from . import asterisk_record
+from .asterisk_adopt import AsteriskAdoptedCall, AsteriskAdopter
 from .asterisk_dial import DIAL_LEG_ARG, Dialer, DialLeg, timestamp_us
 from .asterisk_media import (
     MediaError,
@@ -95,9 +96,10 @@ from .call import (
     CollectSpec,
     DialResult,
     DialSpec,
+    LiveChannel,
+    Recording,
     RecordResult,
     RecordSpec,
-    Recording,
     SayKind,
     Switch,
 )
@@ -767,6 +769,8 @@ class AsteriskSwitch(Switch):
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
         self.resyncs = 0
+        # Calls a previous controller left live, taken over after a restart (asterisk_adopt.py).
+        self.adopter = AsteriskAdopter(name, client, sound_uri)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -799,6 +803,7 @@ class AsteriskSwitch(Switch):
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.drain(grace)
+        await self.adopter.close()
         await self.stream.stop()
         await self.client.close()
 
@@ -816,6 +821,8 @@ class AsteriskSwitch(Switch):
         if isinstance(event, StasisStart):
             self._stasis_start(event)
             return
+        if self.adopter.calls and any(self.adopter.owns(c) for c in event.channel_ids):
+            self.adopter.on_event(event)  # a call a previous controller left (asterisk_adopt.py)
         channel_id = _channel_id(event)
         if channel_id is None:
             return
@@ -913,6 +920,7 @@ class AsteriskSwitch(Switch):
             self._departed.pop(channel_id).lost()
         for channel_id in [c for c in self.legs if c not in present]:
             self.legs.pop(channel_id).lost()  # its dial goes on (or ends) without it
+        self.adopter.resync(set(present))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -953,6 +961,15 @@ class AsteriskSwitch(Switch):
                 log.debug("playback recheck failed: %s", exc)
 
     # -- Switch API --------------------------------------------------------------------------------
+
+    async def live_calls(self) -> list[LiveChannel]:
+        """Every channel on this Asterisk; bridged ones with their billing variables and answer
+        time (asterisk_adopt.py)."""
+        return await self.adopter.live_calls()
+
+    async def adopt(self, uuid: str) -> AsteriskAdoptedCall:
+        """Take over channel `uuid` after a controller restart (asterisk_adopt.py)."""
+        return await self.adopter.adopt(uuid)
 
     async def api(self, command: str) -> str:
         """An ARI request as text: `GET /asterisk/info`, `PUT /asterisk/modules/res_pjsip.so`.
