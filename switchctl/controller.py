@@ -18,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .ari import AriClient
-from .config.site import Site, SwitchConfig
+from .config.site import Site, SwitchConfig, VoicemailConfig
 from .esl.errors import ESLError
 from .esl.inbound import InboundClient
 from .esl.outbound import OutboundServer, OutboundSession
 from .features.ivr import IvrFeature
+from .features.prepaid.cutoff import wall_us
 from .features.prepaid.wiring import PrepaidWiring
+from .features.voicemail import MailSettings, Mailboxes, Voicemail
 from .flows import FlowRunner, FlowSet, FlowTrace
 from .store.database import Store
 from .switch.asterisk import AsteriskCall, AsteriskSwitch, sound_uri_for_site
@@ -92,6 +94,8 @@ class Controller:
             self.runner.billing = self.billing.prepaid
             self._tasks.append(asyncio.create_task(self.billing.run(self._stop), name="cdr-collector"))
             await self._start_web()
+            if self.site.voicemail is not None:
+                self._start_voicemail(self.store, self.site.voicemail)
         for sw in self.site.switches:
             if sw.kind == "asterisk" and sw.ari is not None:
                 self._start_asterisk(sw)
@@ -118,6 +122,18 @@ class Controller:
                 if self.billing is not None:
                     self._tasks.append(asyncio.create_task(self._readopt_on_connect(fs_switch, client),
                                                            name=f"readopt-{sw.name}"))
+
+    def _start_voicemail(self, store: Store, cfg: VoicemailConfig) -> None:
+        """`voicemail` / `voicemail_check` nodes get their service; new messages are e-mailed by a
+        loop that retries what the relay refused (the message rows are the outbox)."""
+        mailboxes = Mailboxes(store, wall_us, tenant=self.site.billing.tenant)
+        mail = (MailSettings.parse(cfg.smtp, cfg.sender, retry_seconds=cfg.retry_seconds)
+                if cfg.smtp else None)
+        voicemail = Voicemail(mailboxes, spool_dir=str(cfg.spool),
+                              local_spool_dir=str(cfg.local_spool) if cfg.local_spool else None, mail=mail)
+        self.runner.voicemail = voicemail
+        self._tasks.append(asyncio.create_task(voicemail.run(self._stop), name="voicemail-mailer"))
+        log.info("voicemail ready", extra={"spool": str(cfg.spool), "smtp": cfg.smtp or "(no e-mail)"})
 
     async def _start_web(self) -> None:
         # A busy port costs the operator the read-only API, not the calls: logged, and we go on.

@@ -151,7 +151,7 @@ async def test_deposit_is_stored_and_mailed_with_the_recording(tmp_path: Path, m
         assert call.names() == ["answer", "play", "say", "play", "record", "hangup"]
         assert call.ops[1] == ("play", (VM_PERSON,)) and call.ops[2] == ("say", "1001", "digits", "en")
         spec = call.ops[4][1]
-        assert spec.path.startswith("/var/spool/vm/acme/1001/call-1-") and spec.max_seconds == 60
+        assert spec.path.startswith("/var/spool/vm/acme-1001-call-1-") and spec.max_seconds == 60
         await asyncio.wait_for(inbox.arrived.wait(), 10)
     finally:
         stop.set()

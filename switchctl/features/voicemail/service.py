@@ -72,8 +72,12 @@ class Voicemail:
         return VoicemailBox(box.number, box.greeting) if box is not None else None
 
     def recording_path(self, box: VoicemailBox, call: Call) -> str:
-        name = f"{_SAFE.sub('_', call.uuid)}-{self.clock()}.wav"
-        return str(PurePosixPath(self.spool_dir) / _SAFE.sub("_", self.mailboxes.tenant) / _SAFE.sub("_", box.number) / name)
+        # Flat in the spool root, which must exist: FreeSWITCH's `record` application does not
+        # create folders (switch_ivr_record_file; only record_session makes them) and the
+        # controller may not see the switch's filesystem to make one per mailbox.
+        tenant, number = _SAFE.sub("_", self.mailboxes.tenant), _SAFE.sub("_", box.number)
+        name = f"{tenant}-{number}-{_SAFE.sub('_', call.uuid)}-{self.clock()}.wav"
+        return str(PurePosixPath(self.spool_dir) / name)
 
     def local_path(self, switch_path: str) -> str:
         """Where the controller reads the switch's file `switch_path`."""
