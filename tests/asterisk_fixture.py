@@ -226,5 +226,11 @@ async def run_sipp(env: AsteriskEnv, scenario: Path, service: str, *, calls: int
     except asyncio.TimeoutError:
         proc.kill()
         out, err = await proc.communicate()
+    except asyncio.CancelledError:
+        # A test that failed before awaiting its caller: reap sipp now, or its pipes outlive the
+        # event loop and their __del__ fails some later, unrelated test.
+        proc.kill()
+        await asyncio.shield(proc.communicate())
+        raise
     assert proc.returncode is not None
     return SippResult(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
