@@ -29,6 +29,7 @@ import uuid as uuidlib
 from typing import TYPE_CHECKING
 
 from ..ari import AriError, AriNotFound
+from ..ari.errors import AriConflict
 from ..ari.models import LiveRecording
 from .call import CallError, CallGone, Recording, RecordResult, RecordSpec
 
@@ -133,6 +134,14 @@ async def record(call: AsteriskCall, spec: RecordSpec) -> RecordResult:
     return RecordResult(full, reason, duration_us, terminator)
 
 
+START_WAIT_S = 2.0
+START_POLL_S = 0.05
+
+
+class _NotYet(Exception):
+    """The live recording is not in session yet (409)."""
+
+
 class AsteriskRecording(Recording):
     """A whole-call recording on a Snoop channel (spy=both). pause/resume = mute/unmute (silence is
     written, the file keeps the call's timeline, like FreeSWITCH's mask)."""
@@ -145,12 +154,30 @@ class AsteriskRecording(Recording):
         self.stopped = False
 
     async def pause(self) -> None:
-        self.call._check()
-        await self.call._rest("recording mute", self.call.client.mute_recording(self.name))
+        await self._while_starting("recording mute", self.call.client.mute_recording)
 
     async def resume(self) -> None:
+        await self._while_starting("recording unmute", self.call.client.unmute_recording)
+
+    async def _while_starting(self, what: str, request) -> None:  # type: ignore[no-untyped-def]
+        """POST /record answers before the recording is in session: a mute right after it gets
+        409 "Recording not in session" (seen in CI). Retried for up to START_WAIT_S."""
         self.call._check()
-        await self.call._rest("recording unmute", self.call.client.unmute_recording(self.name))
+        for _ in range(int(START_WAIT_S / START_POLL_S)):
+            try:
+                await self.call._rest(what, self._conflict_passes(request))
+                return
+            except _NotYet:
+                await asyncio.sleep(START_POLL_S)
+        await self.call._rest(what, request(self.name))
+
+    async def _conflict_passes(self, request) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await request(self.name)
+        except AriConflict as exc:
+            if "not in session" in exc.message.lower():
+                raise _NotYet from None
+            raise
 
     async def stop(self) -> None:
         """Idempotent: a recording that already finished (the call ended) is a 404."""
