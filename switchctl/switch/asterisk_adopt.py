@@ -54,20 +54,11 @@ from .call import (
     CallError,
     CallGone,
     CallInfo,
-    CollectResult,
-    CollectSpec,
-    DialResult,
-    DialSpec,
     LiveChannel,
-    Recording,
-    RecordResult,
-    RecordSpec,
-    SayKind,
 )
 
 log = logging.getLogger("switchctl.asterisk.adopt")
 
-UNSUPPORTED = "adopted call: not supported"
 # The variables live_calls reads from each bridged channel by default: what PrepaidService.readopt
 # needs, as billing/callkeys.py names them (CALL_VAR, ACCOUNT_VAR, DESTINATION_VAR; a switch
 # module does not import billing: tests/test_asterisk_adopt.py checks they agree). ARI cannot
@@ -464,31 +455,3 @@ class AsteriskAdoptedCall(AdoptedCall):
 
     async def release(self) -> None:
         self.adopter.forget(self)
-
-    # -- what it does not ------------------------------------------------------------------------
-    async def answer(self) -> None:
-        raise CallError(UNSUPPORTED)
-
-    async def play(self, prompts: Sequence[str]) -> None:
-        raise CallError(UNSUPPORTED)
-
-    async def say(self, value: str, kind: SayKind, language: str = "en") -> None:
-        raise CallError(UNSUPPORTED)
-
-    async def collect(self, spec: CollectSpec) -> CollectResult:
-        raise CallError(UNSUPPORTED)
-
-    async def dial(self, spec: DialSpec) -> DialResult:
-        raise CallError(UNSUPPORTED)
-
-    async def record(self, spec: RecordSpec) -> RecordResult:
-        raise CallError(UNSUPPORTED)
-
-    async def start_recording(self, path: str) -> Recording:
-        raise CallError(UNSUPPORTED)
-
-    async def transfer(self, extension: str, context: str | None = None) -> None:
-        raise CallError(UNSUPPORTED)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        raise CallError(UNSUPPORTED)

@@ -343,9 +343,38 @@ class AdoptedCall(Call):
 
     answered_at_us: int = 0
     ended_at_us: int = 0
+    UNSUPPORTED = "adopted call: not supported"
 
     async def release(self) -> None:
         """Stop following this call (the switch keeps it; nothing is sent to the channel)."""
+
+    # -- what no adopted call does: its flow died with the controller that ran it ---------------
+    async def answer(self) -> None:
+        raise CallError(self.UNSUPPORTED)
+
+    async def play(self, prompts: Sequence[str]) -> None:
+        raise CallError(self.UNSUPPORTED)
+
+    async def say(self, value: str, kind: SayKind, language: str = "en") -> None:
+        raise CallError(self.UNSUPPORTED)
+
+    async def collect(self, spec: CollectSpec) -> CollectResult:
+        raise CallError(self.UNSUPPORTED)
+
+    async def dial(self, spec: DialSpec) -> DialResult:
+        raise CallError(self.UNSUPPORTED)
+
+    async def record(self, spec: RecordSpec) -> RecordResult:
+        raise CallError(self.UNSUPPORTED)
+
+    async def start_recording(self, path: str) -> Recording:
+        raise CallError(self.UNSUPPORTED)
+
+    async def transfer(self, extension: str, context: str | None = None) -> None:
+        raise CallError(self.UNSUPPORTED)
+
+    async def set_variable(self, name: str, value: str) -> None:
+        raise CallError(self.UNSUPPORTED)
 
 
 class Switch(abc.ABC):

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import math
 import re
-from collections.abc import Sequence
 
 import orjson
 
@@ -37,21 +36,12 @@ from .call import (
     CallError,
     CallGone,
     CallInfo,
-    CollectResult,
-    CollectSpec,
-    DialResult,
-    DialSpec,
     LiveChannel,
-    Recording,
-    RecordResult,
-    RecordSpec,
-    SayKind,
 )
 
 log = logging.getLogger("switchctl.freeswitch.adopt")
 
 HANGUP_EVENT = "CHANNEL_HANGUP_COMPLETE"
-UNSUPPORTED = "adopted call: not supported"
 POLL_SECONDS = 2.0  # how often a waiting adopted call checks that it still exists
 LATE_EVENT_SECONDS = 0.5  # after uuid_exists said false: how long its hangup event may still take
 HANGUP_CONFIRM_SECONDS = 5.0
@@ -301,31 +291,3 @@ class FreeSwitchAdoptedCall(AdoptedCall):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ended.wait(), LATE_EVENT_SECONDS)
         self._gone_without_record()
-
-    # -- what it does not ------------------------------------------------------------------------
-    async def answer(self) -> None:
-        raise CallError(UNSUPPORTED)
-
-    async def play(self, prompts: Sequence[str]) -> None:
-        raise CallError(UNSUPPORTED)
-
-    async def say(self, value: str, kind: SayKind, language: str = "en") -> None:
-        raise CallError(UNSUPPORTED)
-
-    async def collect(self, spec: CollectSpec) -> CollectResult:
-        raise CallError(UNSUPPORTED)
-
-    async def dial(self, spec: DialSpec) -> DialResult:
-        raise CallError(UNSUPPORTED)
-
-    async def record(self, spec: RecordSpec) -> RecordResult:
-        raise CallError(UNSUPPORTED)
-
-    async def start_recording(self, path: str) -> Recording:
-        raise CallError(UNSUPPORTED)
-
-    async def transfer(self, extension: str, context: str | None = None) -> None:
-        raise CallError(UNSUPPORTED)
-
-    async def set_variable(self, name: str, value: str) -> None:
-        raise CallError(UNSUPPORTED)
