@@ -165,3 +165,15 @@ async def test_a_channel_that_vanished_during_a_gap_ends_without_times(adopter: 
     adopter.resync({A})
     assert await asyncio.wait_for(callee.wait_hangup(), 1) == "NORMAL_CLEARING"
     assert callee.ended_at_us == 0  # billing leaves it to the CDR importer
+
+
+async def test_an_adopted_call_refuses_what_only_a_flow_does(adopter: AsteriskAdopter) -> None:
+    from switchctl.switch.call import CallError, CollectSpec, DialSpec, DialTarget, RecordSpec, SayKind
+
+    caller = await adopter.adopt(A)
+    for operation in (caller.answer(), caller.play(["x"]), caller.say("1", SayKind.DIGITS),
+                      caller.collect(CollectSpec()), caller.dial(DialSpec([[DialTarget("phone", "1")]])),
+                      caller.record(RecordSpec("/tmp/x.wav")), caller.start_recording("/tmp/y.wav"),
+                      caller.transfer("9000"), caller.set_variable("a", "b")):
+        with pytest.raises(CallError, match="adopted call: not supported"):
+            await operation
