@@ -38,6 +38,7 @@ from tests.asterisk_fixture import (
     AsteriskSetupError,
     _run_script,
     env_from_environment,
+    free_udp_port,
 )
 
 ARI_USER = "switchctl"
@@ -215,3 +216,40 @@ def running_private_asterisk(env: PrivateAsterisk) -> Iterator[PrivateAsterisk]:
     finally:
         env.stop()
         env.remove()
+
+
+# -- far ends and readiness for rigs that dial out of a private Asterisk ----------------------------
+
+
+def start_sipp_uas(scenario: Path, port: int, message_log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A sipp UAS (the far end of a dial) on 127.0.0.1:`port`, its SIP messages traced to
+    `message_log`; stop it with `stop_processes`."""
+    cmd = ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port),
+           "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True, span=4)),
+           "-cp", str(free_udp_port()), "-nostdin", *extra, "-trace_msg", "-message_file", str(message_log)]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate, then kill what did not stop within 5 s."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def wait_for_pjsip_endpoint(env: PrivateAsterisk, endpoint: str, timeout: float = 15.0) -> None:
+    """ARI answers before PJSIP has loaded pjsip.conf: a dial then fails "Allocation failed"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            env.ari_get(f"endpoints/PJSIP/{endpoint}")
+            return
+        except (urllib.error.URLError, OSError):
+            assert time.monotonic() < deadline, "PJSIP endpoints did not appear"
+            time.sleep(0.1)

@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.error
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +58,9 @@ from tests.private_asterisk import (  # noqa: F401  (asterisk_chroot is a fixtur
     PrivateAsterisk,
     asterisk_chroot,
     create_private_asterisk,
+    start_sipp_uas,
+    stop_processes,
+    wait_for_pjsip_endpoint,
 )
 from tests.test_asterisk_backend import TEMPLATES, Rig, rig  # noqa: F401  (rig is a fixture)
 
@@ -227,34 +229,14 @@ def dial_rig(asterisk_chroot: Path, tmp_path_factory: pytest.TempPathFactory) ->
             if scenario is None:
                 continue
             logs[name] = tmp / f"uas_{name}_messages.log"
-            cmd = ["sipp", "-sf", str(SIPP_DIR / scenario), "-i", "127.0.0.1", "-p", str(ports[name]),
-                   "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True, span=4)),
-                   "-cp", str(free_udp_port()), "-nostdin", "-d", str(HOLD_MS),
-                   "-trace_msg", "-message_file", str(logs[name])]
-            procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, start_new_session=True))
+            procs.append(start_sipp_uas(SIPP_DIR / scenario, ports[name], logs[name], "-d", str(HOLD_MS)))
         env.start()
-        # ARI answers before PJSIP has loaded pjsip.conf: a dial then fails "Allocation failed"
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                env.ari_get("endpoints/PJSIP/answer")
-                break
-            except (urllib.error.URLError, OSError):
-                assert time.monotonic() < deadline, "PJSIP endpoints did not appear"
-                time.sleep(0.1)
+        wait_for_pjsip_endpoint(env, "answer")
         for proc in procs:
             assert proc.poll() is None, f"a sipp UAS exited at once: {proc.args}"
         yield DialRig(env, ports, logs, tmp)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_processes(procs)
         env.stop()
         env.remove()
 

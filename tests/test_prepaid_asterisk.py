@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import subprocess
 import time
-import urllib.error
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -48,6 +47,9 @@ from tests.private_asterisk import (  # noqa: F401  (asterisk_chroot is a fixtur
     PrivateAsterisk,
     asterisk_chroot,
     create_private_asterisk,
+    start_sipp_uas,
+    stop_processes,
+    wait_for_pjsip_endpoint,
 )
 
 pytestmark = pytest.mark.slow
@@ -152,32 +154,14 @@ def ast_rig(asterisk_chroot: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         # the far end answers and waits for the BYE (stretched from 60 s to 120 s: the call lasts 65 s)
         uas = _scenario(tmp, "uas_answer_wait.xml", {'<recv request="BYE" timeout="60000"/>':
                                                      '<recv request="BYE" timeout="120000"/>'})
-        proc = subprocess.Popen(
-            ["sipp", "-sf", str(uas), "-i", "127.0.0.1", "-p", str(far_port),
-             "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True, span=4)),
-             "-cp", str(free_udp_port()), "-nostdin", "-trace_msg", "-message_file", str(uas_log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+        proc = start_sipp_uas(uas, far_port, uas_log)
         env.start()
-        # ARI answers before PJSIP has loaded pjsip.conf: a dial then fails "Allocation failed"
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                env.ari_get("endpoints/PJSIP/far")
-                break
-            except (urllib.error.URLError, OSError):
-                assert time.monotonic() < deadline, "PJSIP endpoints did not appear"
-                time.sleep(0.1)
+        wait_for_pjsip_endpoint(env, "far")
         assert proc.poll() is None, "the sipp UAS exited at once"
         yield AsteriskRig(env, site_file, uas_log, tmp)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_processes([proc])
         env.stop()
         env.remove()
 

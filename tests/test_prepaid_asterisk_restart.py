@@ -23,7 +23,6 @@ import dataclasses
 import subprocess
 import sys
 import time
-import urllib.error
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -49,6 +48,9 @@ from tests.private_asterisk import (  # noqa: F401  (asterisk_chroot is a fixtur
     PrivateAsterisk,
     asterisk_chroot,
     create_private_asterisk,
+    start_sipp_uas,
+    stop_processes,
+    wait_for_pjsip_endpoint,
 )
 
 pytestmark = pytest.mark.slow
@@ -174,31 +176,14 @@ def rig(asterisk_chroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         site_file = _write_site(tmp / "site", env, far_port)
         env.write_config(render_asterisk(load_site(site_file)))
         uas = _scenario(tmp, "uas_answer_wait.xml", {})
-        proc = subprocess.Popen(
-            ["sipp", "-sf", str(uas), "-i", "127.0.0.1", "-p", str(far_port),
-             "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True, span=4)),
-             "-cp", str(free_udp_port()), "-nostdin", "-trace_msg", "-message_file", str(uas_log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+        proc = start_sipp_uas(uas, far_port, uas_log)
         env.start()
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                env.ari_get("endpoints/PJSIP/far")
-                break
-            except (urllib.error.URLError, OSError):
-                assert time.monotonic() < deadline, "PJSIP endpoints did not appear"
-                time.sleep(0.1)
+        wait_for_pjsip_endpoint(env, "far")
         assert proc.poll() is None, "the sipp UAS exited at once"
         yield Rig(env, site_file, uas_log, tmp)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_processes([proc])
         env.stop()
         env.remove()
 
