@@ -208,6 +208,18 @@ def check(case: IvrCase, seen: Observed) -> None:
 # The example's flows that are not part of the IVR suite: booth.yaml sells calls (prepaid, gateway);
 # tests/test_example_phonebar.py covers it.
 NOT_IVR_FLOWS = frozenset({"booth.yaml"})
+# What a test site loading the example's whole dialplans folder needs for booth.yaml: the gateway it
+# dials and the number plan it analyses with (site.yaml lines).
+EXAMPLE_BOOTH_SITE_LINES = (
+    "gateways:",
+    "  - {name: upstream, proxy: 127.0.0.1:5090, register: false}",
+    "numbering:",
+    "  main:",
+    '    - {prefix: "00", route: international, min_length: 6}',
+    '    - {prefix: "0", route: local, length: 10}',
+    '    - {prefix: "112", route: emergency, length: 3}',
+    '    - {prefix: "1[578]", route: emergency, length: 2}',
+)
 
 
 def flows_differ_from_example() -> list[str]:

@@ -40,6 +40,7 @@ from switchctl.render.asterisk_reload import files_only_reload
 from switchctl.render.deploy import deploy
 from switchctl.sitecheck import check_site
 from tests.asterisk_fixture import AsteriskEnv, asterisk  # noqa: F401
+from tests.ivr_cases import EXAMPLE_BOOTH_SITE_LINES
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "phonebar"
@@ -142,15 +143,7 @@ def _write_site(tmp: Path, env: AsteriskEnv) -> Path:
         '  - {range: "1001-1010", name: "Booth {n}", booth: true, password: "booth-{extension}"}',
         "values:",
         '  operator: "1000"',
-        # the example's booth flow dials this gateway through this number plan
-        "gateways:",
-        "  - {name: upstream, proxy: 127.0.0.1:5090, register: false}",
-        "numbering:",
-        "  main:",
-        '    - {prefix: "00", route: international, min_length: 6}',
-        '    - {prefix: "0", route: local, length: 10}',
-        '    - {prefix: "112", route: emergency, length: 3}',
-        '    - {prefix: "1[578]", route: emergency, length: 2}',
+        *EXAMPLE_BOOTH_SITE_LINES,  # the example's booth flow: its gateway and number plan
     ]) + "\n")
     return site
 
