@@ -34,6 +34,7 @@ from switchctl.switch.call import (
     DialOutcome,
     DialResult,
     DialSpec,
+    Leg,
     RecordResult,
     RecordSpec,
     Recording,
@@ -169,6 +170,17 @@ class ScriptedCall(Call):
         recording = ScriptedRecording(path, self)
         self.recordings.append(recording)
         return recording
+
+    async def hold(self, music: str | None = None) -> None:
+        self._enter("hold", music)
+
+    async def bridge(self, leg: Leg) -> DialResult:
+        self._enter("bridge", leg.uuid)
+        return DialResult(DialOutcome.ANSWERED, "NORMAL_CLEARING", peer_uuid=leg.uuid)
+
+    async def conference(self, room: str) -> str:
+        self._enter("conference", room)
+        return "left"
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         self._enter("transfer", extension, context)

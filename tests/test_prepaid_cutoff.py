@@ -155,6 +155,9 @@ class TimedCall(Call):
     async def collect(self, spec): raise AssertionError("not used")
     async def dial(self, spec): raise AssertionError("not used")
     async def transfer(self, extension, context=None) -> None: raise AssertionError("not used")
+    async def hold(self, music=None) -> None: raise AssertionError("not used")
+    async def bridge(self, leg): raise AssertionError("not used")
+    async def conference(self, room): raise AssertionError("not used")
     async def set_variable(self, name, value) -> None: raise AssertionError("not used")
     async def get_variable(self, name): raise AssertionError("not used")
 

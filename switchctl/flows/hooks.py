@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from switchctl.switch.call import Call, DialAnswer, DialResult, RecordResult, RecordSpec
+from switchctl.switch.call import Call, DialAnswer, DialResult, DialSpec, RecordResult, RecordSpec
 
 
 class AuthorizeOutcome(str, enum.Enum):
@@ -129,4 +129,47 @@ class VoicemailService(Protocol):
 
     async def set_state(self, number: str, message_id: int, state: str) -> None:
         """Mark a message "saved" or "deleted"."""
+        ...
+
+
+# -- transfer ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DialContext:
+    """What the flow knows about the call a `dial` node connects: the call's data, which follows it
+    through every transfer and is published ("screen pop") to whoever takes the call."""
+
+    flow: str  # the running flow's name
+    node: str  # the dial node's id
+    path: tuple[str, ...] = ()  # the IVR path: node ids run so far, in order
+    variables: Mapping[str, str] = field(default_factory=dict)  # the flow's variables (customer id...)
+    feature_codes: bool = True  # the node lets the answering party transfer with DTMF feature codes
+
+
+@dataclass(frozen=True, slots=True)
+class TransferredDial:
+    """How a transferable dial ended for the caller.
+
+    `result` is what the dial node's outcome comes from: ANSWERED when the call's last bridge ended
+    (`caller_hung_up` says who ended it); a failure outcome (busy, no_answer, rejected, failed) when
+    no one took the call and no transferor could be recalled: the node's failure branches are the
+    flow's fallback, so the caller is never dropped while the flow has one. `flow` is set when a
+    blind transfer sent the caller to another flow: the runner continues there. `data` is the call
+    data at the end (including what consoles set through the API)."""
+
+    result: DialResult
+    transfers: int = 0
+    flow: str | None = None
+    data: Mapping[str, str] = field(default_factory=dict)
+
+
+class CallTransfers(Protocol):
+    """The transfer feature as the flow runtime sees it (`FlowRunner(transfers=...)`). Without one a
+    dial is a plain `Call.dial` and feature codes do nothing."""
+
+    async def dial(self, call: Call, spec: DialSpec, context: DialContext) -> TransferredDial:
+        """Run `spec` like `Call.dial`, with transfers (feature codes, API) possible until the call's
+        last bridge ends. Raises CallGone like `Call.dial` when the caller hangs up before anyone
+        answered."""
         ...

@@ -97,6 +97,7 @@ from .call import (
     DialResult,
     DialSpec,
     LiveChannel,
+    Leg,
     Recording,
     RecordResult,
     RecordSpec,
@@ -621,6 +622,16 @@ class AsteriskCall(Call):
 
     async def start_recording(self, path: str) -> Recording:
         return await asterisk_record.start_recording(self, path)  # a Snoop channel, see asterisk_record.py
+
+    # INTERIM (session 3): replaced by the transfer primitives being built now.
+    async def hold(self, music: str | None = None) -> None:
+        raise CallError("hold: not implemented yet")
+
+    async def bridge(self, leg: Leg) -> DialResult:
+        raise CallError("bridge: not implemented yet")
+
+    async def conference(self, room: str) -> str:
+        raise CallError("conference: not implemented yet")
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         self._check()

@@ -218,6 +218,82 @@ class Recording(abc.ABC):
         """Finish the file. Idempotent; a recording of a call that ended is already finished."""
 
 
+class DialFailed(CallError):
+    """`Switch.originate` ended without an answer: `outcome` (never ANSWERED) and the switch's cause."""
+
+    def __init__(self, outcome: DialOutcome, cause: str, message: str | None = None) -> None:
+        super().__init__(message or f"no answer: {outcome.value} ({cause})")
+        self.outcome = outcome
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class OriginateSpec:
+    """One new outgoing call a feature places (`Switch.originate`): a transfer's target, a recall of
+    the transferor. `timeout` is the ring time; the caller-ID fields are shown to the target;
+    `variables` are set on the new leg (the call's data following it: see features/transfer)."""
+
+    target: DialTarget
+    timeout: float = 30.0
+    caller_id_number: str | None = None
+    caller_id_name: str | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+class Leg(abc.ABC):
+    """A channel a feature drives without a flow: the answered party of a dial taken over with
+    `Switch.take_leg` (the transferor), or a call placed by `Switch.originate` (the transfer target).
+
+    A Leg never hangs up because the other side of a bridge the feature made (`Leg.bridge`,
+    `Call.bridge`) hung up: it is left parked (silence) and the feature that owns it decides (bridge
+    it elsewhere, or hang it up). So the owner must hang up every Leg it no longer needs: no leg is
+    ever left behind. A dial's peer taken with `take_leg` keeps the dial's rule while it is still in
+    that dial's bridge (it hangs up with the caller, so a controller that dies leaves nothing up);
+    once moved it follows the Leg rule."""
+
+    uuid: str  # the channel's uuid / channel id on the switch
+    target: DialTarget | None  # what was dialled to reach it (None: unknown)
+    answered_at_us: int  # the switch's own answer timestamp, µs since the epoch (0: unknown)
+
+    @property
+    @abc.abstractmethod
+    def hangup_cause(self) -> str | None:
+        """The cause once the leg has hung up, else None."""
+
+    @abc.abstractmethod
+    def on_dtmf(self, handler: Callable[[str], None] | None) -> None:
+        """Call `handler(digit)` for every key the leg's user presses (RFC 2833 / INFO; one of
+        0-9*#A-D), from now on, in order; None stops. In-call feature codes are read from this."""
+
+    @abc.abstractmethod
+    async def park(self, music: str | None = None) -> None:
+        """Take the leg out of its bridge or conference (if any) and keep it up, hearing `music`
+        looped (a prompt or tone_stream://; None: silence) until it is moved again. Returns once it
+        is out of the bridge (the party it was bridged with is left as this contract says for it:
+        a flow's Call returns from dial/bridge, a Leg is parked). Raises CallGone if it hung up."""
+
+    @abc.abstractmethod
+    async def bridge(self, other: Leg) -> None:
+        """Connect this leg with `other` (both leave wherever they were, music stops). Returns once
+        they are bridged. Raises CallGone (with the cause) if either has hung up."""
+
+    @abc.abstractmethod
+    async def join_conference(self, room: str) -> None:
+        """Move the leg into conference `room` (see Call.conference). Returns once it is in."""
+
+    @abc.abstractmethod
+    async def announce(self, prompt: str) -> None:
+        """Play `prompt` to this leg only, over whatever it does; returns once accepted."""
+
+    @abc.abstractmethod
+    async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        """Hang up; returns once the switch confirmed it. Idempotent."""
+
+    @abc.abstractmethod
+    async def wait_hangup(self) -> str:
+        """Wait until the leg has hung up; returns the cause."""
+
+
 @dataclass
 class CallInfo:
     """What the switch told us about the call when it reached us."""
@@ -284,6 +360,30 @@ class Call(abc.ABC):
     @abc.abstractmethod
     async def start_recording(self, path: str) -> Recording:
         """Start recording the whole call (both directions) into `path` on the switch."""
+
+    @abc.abstractmethod
+    async def hold(self, music: str | None = None) -> None:
+        """Keep the caller waiting: `music` looped (a prompt or tone_stream://, e.g. a ringback tone
+        during a semi-attended transfer; None: the switch's music on hold) until the next operation
+        on this call, which stops it first. Returns once the music started. Raises CallGone."""
+
+    @abc.abstractmethod
+    async def bridge(self, leg: Leg) -> DialResult:
+        """Connect this call with `leg` (answered, e.g. a transfer target) and return when that bridge
+        ends, like an ANSWERED dial: `caller_hung_up` says which side ended it, `peer_uuid` is the
+        leg, `answered_at_us` the leg's answer time, `ended_at_us` the switch's time of the end.
+        The bridge also ends, with both still up, when a feature moves the leg away (`leg.park()`,
+        `leg.bridge(...)`, `leg.join_conference(...)`): then `caller_hung_up` is False and
+        `cause` is "TRANSFERRED". A leg already gone gives outcome FAILED with its cause.
+        Raises CallGone if this call hung up before the bridge started.
+        The same holds for the peer of a running `dial` taken over with `Switch.take_leg`: moving
+        it away ends the dial's bridge with cause "TRANSFERRED" and the peer is not hung up."""
+
+    @abc.abstractmethod
+    async def conference(self, room: str) -> str:
+        """Join conference `room` on this call's switch (created by its first member, gone with its
+        last) and stay until this call leaves it. Returns "left" when a feature took the call out
+        of the room (it is still up: Switch.conference_remove); raises CallGone when it hung up."""
 
     @abc.abstractmethod
     async def transfer(self, extension: str, context: str | None = None) -> None:
@@ -370,6 +470,15 @@ class AdoptedCall(Call):
     async def start_recording(self, path: str) -> Recording:
         raise CallError(self.UNSUPPORTED)
 
+    async def hold(self, music: str | None = None) -> None:
+        raise CallError(self.UNSUPPORTED)
+
+    async def bridge(self, leg: Leg) -> DialResult:
+        raise CallError(self.UNSUPPORTED)
+
+    async def conference(self, room: str) -> str:
+        raise CallError(self.UNSUPPORTED)
+
     async def transfer(self, extension: str, context: str | None = None) -> None:
         raise CallError(self.UNSUPPORTED)
 
@@ -390,6 +499,23 @@ class Switch(abc.ABC):
     async def adopt(self, uuid: str) -> AdoptedCall:
         """Take over channel `uuid` (see AdoptedCall). Raises CallGone if it is not up any more."""
         raise CallError(f"switch {getattr(self, 'name', '?')}: adopting live calls is not supported")
+
+    async def originate(self, spec: OriginateSpec) -> Leg:
+        """Ring `spec.target` and return the answered leg, parked (silence; see Leg). Raises
+        DialFailed when it did not answer (busy, no answer, rejected, failed; same causes and
+        outcomes as `Call.dial`). Cancelling the await hangs up the ringing leg: none is left."""
+        raise CallError(f"switch {getattr(self, 'name', '?')}: originate is not supported")
+
+    async def take_leg(self, uuid: str) -> Leg:
+        """Operate channel `uuid` as a Leg: the answered peer of a `Call.dial` that is running (from
+        `DialSpec.on_answer` on). Its bridge with the caller goes on until the Leg is moved (see
+        Call.bridge). Raises CallGone if it is not up any more."""
+        raise CallError(f"switch {getattr(self, 'name', '?')}: taking over legs is not supported")
+
+    async def conference_remove(self, room: str, uuid: str) -> None:
+        """Take member `uuid` (a Call in `Call.conference`) out of `room`, keeping it up: its
+        `conference()` returns "left". Legs leave a room with `park`/`bridge`/`hangup` instead."""
+        raise CallError(f"switch {getattr(self, 'name', '?')}: conferences are not supported")
 
     @abc.abstractmethod
     async def api(self, command: str) -> str:

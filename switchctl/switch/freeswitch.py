@@ -28,6 +28,7 @@ from .freeswitch_adopt import FreeSwitchAdopter, sched_hangup_time
 from .call import (
     AdoptedCall,
     LiveChannel,
+    Leg,
     Call,
     CallError,
     CallGone,
@@ -606,6 +607,16 @@ class FreeSwitchCall(Call):
                 raise self._gone()
             raise CallError(f"uuid_record start: {reply.strip()}")
         return FreeSwitchRecording(self, path)
+
+    # INTERIM (session 3): replaced by the transfer primitives being built now.
+    async def hold(self, music: str | None = None) -> None:
+        raise CallError("hold: not implemented yet")
+
+    async def bridge(self, leg: Leg) -> DialResult:
+        raise CallError("bridge: not implemented yet")
+
+    async def conference(self, room: str) -> str:
+        raise CallError("conference: not implemented yet")
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         if _NO_SPACE.search(extension):
