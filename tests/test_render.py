@@ -93,7 +93,7 @@ def test_switch_acl_profile_and_modules(tmp_path: Path) -> None:
     assert modules == list(FREESWITCH_MODULES)
     assert {"mod_sofia", "mod_event_socket", "mod_dptools", "mod_dialplan_xml", "mod_commands", "mod_sndfile",
             "mod_tone_stream", "mod_say_en", "mod_loopback", "mod_console", "mod_logfile",
-            "mod_json_cdr", "mod_cdr_csv"} == set(modules)
+            "mod_json_cdr", "mod_cdr_csv", "mod_conference"} == set(modules)
     # loggers load first: a module that fails later must be able to say why
     assert modules[:2] == ["mod_console", "mod_logfile"]
     top = parse(files, "freeswitch.xml")
@@ -212,3 +212,11 @@ def test_cdr_modules_config(tmp_path: Path) -> None:
     assert template == ",".join(f'"${{{c}}}"' for c in FS_CSV_SWITCHCTL)
     assert FS_CSV_SWITCHCTL[:len(FS_CSV_ESL_USEC)] == FS_CSV_ESL_USEC
     assert FS_CSV_SWITCHCTL[len(FS_CSV_ESL_USEC):] == ("read_codec", "switchctl_account", "switchctl_call")
+
+
+def test_conference_profiles_for_transfers_are_rendered(tmp_path: Path) -> None:
+    # Call.bridge / Call.conference on FreeSWITCH run the caller in a mod_conference room
+    # (docs/TRANSFER.md): the two profiles they name must be in the rendered configuration.
+    files = render_freeswitch(load_site(make_site(tmp_path)))
+    profiles = {p.get("name") for p in parse(files, "autoload_configs/conference.conf.xml").iter("profile")}
+    assert {"default", "switchctl_bridge"} <= profiles

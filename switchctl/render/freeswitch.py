@@ -38,6 +38,8 @@ FREESWITCH_MODULES = (
     "mod_sndfile",
     "mod_tone_stream",
     "mod_say_en",
+    # three-way calls and the caller's side of a transfer (Call.bridge/conference: docs/TRANSFER.md)
+    "mod_conference",
     # CDRs the controller imports when it was not listening (billing/cdrcollect.py, docs/CDR.md)
     "mod_json_cdr",
     "mod_cdr_csv",
@@ -166,6 +168,7 @@ def render_freeswitch(site: Site, switch: str | None = None) -> dict[str, bytes]
         "autoload_configs/cdr_csv.conf.xml": render("autoload_configs/cdr_csv.conf.xml.j2",
                                                     cdr_csv_base=CDR_CSV_BASE),
         "autoload_configs/sofia.conf.xml": render("autoload_configs/sofia.conf.xml.j2"),
+        "autoload_configs/conference.conf.xml": render("autoload_configs/conference.conf.xml.j2"),
         "sip_profiles/internal.xml": render("sip_profiles/internal.xml.j2"),
         "directory/default.xml": render("directory/default.xml.j2"),
         "dialplan/default.xml": render("dialplan/default.xml.j2"),

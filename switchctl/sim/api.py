@@ -159,7 +159,8 @@ def api_sched_del(sim: "FreeSwitchSim", args: str) -> str:
 
 
 def api_uuid_transfer(sim: "FreeSwitchSim", args: str) -> str:
-    argv = args.split()
+    # switch_separate_string drops the single quotes around an argument
+    argv = [arg[1:-1] if len(arg) > 1 and arg[0] == arg[-1] == "'" else arg for arg in args.split()]
     if len(argv) < 2 or len(argv) > 5:
         return apitext.usage("<uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]")
     channel = _channel(sim, argv[0])
@@ -406,7 +407,17 @@ COMMANDS: dict[str, Callable[["FreeSwitchSim", str], str]] = {
 }
 
 
+def _register_transfer_commands() -> None:
+    from switchctl.sim.conference import api_conference
+    from switchctl.sim.transfer import api_module_exists, api_uuid_break, api_uuid_bridge
+
+    COMMANDS.update({"uuid_bridge": api_uuid_bridge, "uuid_break": api_uuid_break,
+                     "module_exists": api_module_exists, "conference": api_conference})
+
+
 def run_api(sim: "FreeSwitchSim", line: str) -> str:
+    if "conference" not in COMMANDS:
+        _register_transfer_commands()
     command, _, args = line.strip().partition(" ")
     handler = COMMANDS.get(command)
     if handler is None:

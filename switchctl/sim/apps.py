@@ -63,7 +63,11 @@ async def play_file(ch: SimChannel, path: str | None, *, mode: Literal["callback
     status: PlayStatus = "success"
     while True:
         remaining = None if end is None else max(0.0, (end - loop.time()) * speed)
-        woke = await ch.wait(remaining, on_dtmf=mode is not None)
+        woke = await ch.wait(remaining, on_dtmf=mode is not None, until=lambda: ch.break_media)
+        if woke == "until":  # uuid_break: switch_ivr_play_file sees CF_BREAK and returns BREAK
+            ch.break_media = False
+            status = "break"
+            break
         if woke == "dtmf":
             digit = ch.dequeue_dtmf()
             if digit is None:
@@ -375,6 +379,19 @@ async def app_log(ch: SimChannel, arg: str) -> None:
 @application("info")
 async def app_info(ch: SimChannel, arg: str) -> None:
     ch.sim.log("INFO", f"CHANNEL_DATA: {ch.data.name} {ch.uuid}", channel=ch)
+
+
+@application("endless_playback")
+async def app_endless_playback(ch: SimChannel, arg: str) -> None:
+    """mod_dptools endless_playback_function: plays the file again while the channel is ready; a BREAK
+    (uuid_break) only restarts it. A transfer or a hangup ends it (the channel is no longer ready)."""
+    status: PlayStatus = "success"
+    while ch.ready and ch.transfer_to is None:
+        status = await play_file(ch, arg.strip(), mode=None)
+        if status not in ("success", "break"):
+            break
+    ch.set_var("current_application_response", {"success": "FILE PLAYED", "break": "FILE PLAYED",
+                                                 "notfound": "FILE NOT FOUND"}.get(status, "PLAYBACK ERROR"))
 
 
 @application("park")

@@ -305,7 +305,9 @@ async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str,
         cause = "LOSE_RACE" if lost else "ORIGINATOR_CANCEL"
         await _fail_leg(sim, leg, cause)
         return LegOutcome(cause, leg)
-    if woke == "hangup":
+    if woke == "hangup":  # uuid_kill of the ringing leg (a cancelled originate)
+        if leg.task is None:
+            leg.task = sim.spawn(sim.report_and_destroy(leg))
         return LegOutcome(leg.data.hangup_cause or "NORMAL_CLEARING", leg)
     if answer_after is None or answer_after > timeout:
         # FreeSWITCH CANCELs the leg: the phone answers 487 (s3 b3: B leg sip_invite_failure_status 487)
@@ -316,10 +318,30 @@ async def _try_target(sim: "FreeSwitchSim", target: Target, variables: dict[str,
         await _fail_leg(sim, leg, "LOSE_RACE")
         return LegOutcome("LOSE_RACE", leg)
     leg.mark_answered()
+    start_far_end_dtmf(leg, behaviour)
     hangup_after = behaviour.hangup_after
     if hangup_after is not None:
         sim.spawn(_hangup_later(leg, hangup_after))
     return LegOutcome("SUCCESS", leg)
+
+
+def start_far_end_dtmf(leg: SimChannel, behaviour: UserBehaviour | GatewayBehaviour) -> None:
+    """The far end's scripted keys (`dtmf`): RFC 2833 digits arriving at `t` s after the answer, 100 ms apart."""
+    for after, digits in getattr(behaviour, "dtmf", ()):
+        leg.sim.spawn(_press_later(leg, after, digits))
+
+
+async def _press_later(leg: SimChannel, after: float, digits: str) -> None:
+    from switchctl.sim.engine import DIGIT_SPACING
+
+    speed = leg.sim.config.media_speed
+    await asyncio.sleep(after / speed)
+    for index, digit in enumerate(digits):
+        if index:
+            await asyncio.sleep(DIGIT_SPACING / speed)
+        if leg.hungup:
+            return
+        leg.receive_dtmf(digit)
 
 
 async def _answer_later(leg: SimChannel, answer_after: float | None, hangup_after: float | None) -> None:
@@ -328,6 +350,9 @@ async def _answer_later(leg: SimChannel, answer_after: float | None, hangup_afte
     if await leg.wait(answer_after) != "done":
         return
     leg.mark_answered()
+    behaviour = _behaviour(leg.sim, leg.data.name)[1]
+    if behaviour is not None:
+        start_far_end_dtmf(leg, behaviour)
     if hangup_after is not None:
         await _hangup_later(leg, hangup_after)
 
@@ -420,8 +445,12 @@ async def bridge_legs(sim: "FreeSwitchSim", a: SimChannel, b: SimChannel) -> Non
     a.fire("CHANNEL_BRIDGE", bridge_ids)
     sim.set_state(b, "CS_EXCHANGE_MEDIA")
     while True:
-        woke = await a.wait(None, on_queue=True, until=lambda: b.hungup or (b.answered and not a.answered))
-        if woke == "until" and b.answered and not a.answered and not b.hungup:
+        woke = await a.wait(None, on_queue=True, until=lambda: b.hungup or (b.answered and not a.answered)
+                            or b.transfer_to is not None or bool(b.dtmf_buffer))
+        if woke == "until" and b.dtmf_buffer and not b.hungup and b.transfer_to is None:
+            b.dequeue_dtmf()  # B's bridge side reads its keys (DTMF event with B's Unique-ID) and passes them on
+            continue
+        if woke == "until" and b.answered and not a.answered and not b.hungup and b.transfer_to is None:
             a.mark_answered()  # early-media bridge: the A leg is answered when B answers (s3 b6)
             continue
         if woke == "queue":
@@ -431,9 +460,15 @@ async def bridge_legs(sim: "FreeSwitchSim", a: SimChannel, b: SimChannel) -> Non
             await a.execute(request.app, request.arg, request.event_uuid)
             continue
         break
-    if a.hungup and not b.hungup:
-        b.hangup("NORMAL_CLEARING", kind="external")
-    if a.transfer_to is not None and not b.hungup:
+    b_moved = b.transfer_to is not None and not b.hungup
+    if a.hungup and not b.hungup and not b_moved:
+        # the signal-bond cleanup parks a peer with park_after_bridge=true, else hangs it up (switch_ivr_bridge.c)
+        if b.vars.get("park_after_bridge", "").lower() == "true":
+            sim.transfer(b, "park", "inline", None)
+            b_moved = True
+        else:
+            b.hangup("NORMAL_CLEARING", kind="external")
+    if a.transfer_to is not None and not b.hungup and not b_moved:
         b.hangup("NORMAL_CLEARING", kind="external")  # a blind transfer of A drops the B leg here
     b_cause = b.data.hangup_cause or "NORMAL_CLEARING"
     a.bridged_to = b.bridged_to = None
@@ -445,9 +480,13 @@ async def bridge_legs(sim: "FreeSwitchSim", a: SimChannel, b: SimChannel) -> Non
     a.set_var("bridge_hangup_cause", b_cause)
     a.set_var("sip_hangup_phrase", b.vars.get("sip_hangup_phrase", "OK"))
     a.set_var("last_bridge_proto_specific_hangup_cause", f"sip:{SIP_CODE.get(b_cause, 200)}")
+    if b_moved and b.task is None:
+        # B was uuid_transferred out of the bridge (CF_TRANSFER): it runs its new extension; A's bridge app
+        # returns with A up when hangup_after_bridge is false (end of switch_ivr_multi_threaded_bridge)
+        b.task = sim.spawn(sim.run_moved(b))
     if not b.destroyed.is_set() and b.task is None:
         b.task = sim.spawn(sim.report_and_destroy(b))
-    if a.ready and a.vars.get("hangup_after_bridge", "").lower() == "true":
+    if a.ready and not b_moved and a.vars.get("hangup_after_bridge", "").lower() == "true":
         a.hangup("NORMAL_CLEARING", kind="session")
 
 
@@ -490,6 +529,8 @@ async def api_originate(sim: "FreeSwitchSim", args: str) -> str:
 async def _run_originated_app(sim: "FreeSwitchSim", leg: SimChannel, app: str, arg: str) -> None:
     sim.set_state(leg, "CS_EXECUTE")
     await leg.execute(app, arg, None)
+    if leg.transfer_to is not None and leg.ready:
+        await sim.run_dialplan(leg)  # moved (uuid_transfer / uuid_bridge): its new extension
     if leg.ready:
         leg.hangup("NORMAL_CLEARING", kind="session")
     await sim.report_and_destroy(leg)

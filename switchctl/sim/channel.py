@@ -80,6 +80,8 @@ class SimChannel:
         self.sched_hangup_tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.linked: set[SimChannel] = set()  # channels waiting on this one (a ringing B leg)
+        self.inline_apps: list[tuple[str, str]] | None = None  # an `inline` dialplan to run next
+        self.break_media = False  # uuid_break: the running playback stops (CF_BREAK)
 
     # --- state -------------------------------------------------------------------------------------------------
     @property

@@ -56,6 +56,8 @@ class UserBehaviour:
     hangup_after: float | None = None
     # registered, but nothing answers at the contact: sofia's own 503 -> NORMAL_TEMPORARY_FAILURE (s3 b5)
     reachable: bool = True
+    # the far end presses keys (RFC 2833) after answering: ((seconds after answer, "*2201#"), ...)
+    dtmf: tuple[tuple[float, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class GatewayBehaviour:
     hangup_after: float | None = None
     reject: bool = False  # 603 Decline -> CALL_REJECTED
     early_media: bool = False
+    dtmf: tuple[tuple[float, str], ...] = ()  # as UserBehaviour.dtmf
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from typing import Any, Coroutine, Iterable
 
 from switchctl.esl import serverwire
 from switchctl.sim import bridge as _bridge  # noqa: F401  (registers the bridge application)
+from switchctl.sim import conference as _conference  # noqa: F401  (registers the conference application)
+from switchctl.sim import transfer as _transfer  # noqa: F401  (registers uuid_bridge)
 from switchctl.sim import events as simevents
 from switchctl.sim.apps import application
 from switchctl.sim.cdrfiles import write_channel_cdr
@@ -302,18 +304,28 @@ class FreeSwitchSim:
         channel.hangup("NORMAL_CLEARING", kind="caller", by="limit")
 
     async def run_dialplan(self, channel: SimChannel) -> None:
-        """Route the destination (first matching Route), run its application; re-route after a transfer."""
+        """Route the destination (first matching Route), run its application; re-route after a transfer.
+        A transfer pending on entry (a leg moved out of a bridge it did not run itself) goes first."""
+        if channel.transfer_to is not None and channel.ready:
+            self._apply_transfer(channel)
         while True:
             self.set_state(channel, "CS_ROUTING")
-            found = self.route(channel.data.destination, channel.data.context)
-            if found is None:
-                self.log("INFO", "No route, Aborting", channel=channel)
-                channel.hangup("NO_ROUTE_DESTINATION", kind="session")
-                return
-            app, arg = found
+            inline, channel.inline_apps = channel.inline_apps, None
+            if inline is not None:
+                apps = inline
+            else:
+                found = self.route(channel.data.destination, channel.data.context)
+                if found is None:
+                    self.log("INFO", "No route, Aborting", channel=channel)
+                    channel.hangup("NO_ROUTE_DESTINATION", kind="session")
+                    return
+                apps = [found]
             self.set_state(channel, "CS_EXECUTE")
             channel.transfer_to = None
-            await channel.execute(app, arg, None)
+            for app, arg in apps:
+                await channel.execute(app, arg, None)
+                if channel.transfer_to is not None or not channel.ready:
+                    break
             if channel.transfer_to is not None and channel.ready:
                 self._apply_transfer(channel)
                 continue
@@ -334,10 +346,28 @@ class FreeSwitchSim:
         channel.transfer_to = (extension, dialplan, context)
         channel.wake()
 
+    async def run_moved(self, channel: SimChannel) -> None:
+        """The session loop of a channel that ran nothing of its own (a bridge's B leg) once it is moved."""
+        await self.run_dialplan(channel)
+        await self.report_and_destroy(channel)
+
     def _apply_transfer(self, channel: SimChannel) -> None:
         assert channel.transfer_to is not None
-        extension, _dialplan, context = channel.transfer_to
+        extension, dialplan, context = channel.transfer_to
         channel.transfer_to = None
+        if dialplan == "inline":
+            # mod_dptools inline_dialplan_hunt: `app:arg,app:arg`; `^^<c>` first names another separator
+            delim = ","
+            if extension.startswith("^^") and len(extension) > 2:
+                delim, extension = extension[2], extension[3:]
+            apps = []
+            for item in extension.split(delim):
+                app, _, arg = item.partition(":")
+                if app:
+                    apps.append((app, arg))
+            channel.inline_apps = apps
+            channel.data.transferred_us = now_us()
+            return
         channel.data.destination = extension
         if context:
             channel.data.context = context

@@ -49,6 +49,8 @@ def playback_seconds(path: str, *, file_seconds: float, missing: frozenset[str] 
         except ValueError:
             raise FileNotFound(path) from None
         return INFINITE if ms < 0 else ms / 1000.0
+    if path.startswith("local_stream://"):
+        return INFINITE  # mod_local_stream: a stream that never ends
     if path.startswith("tone_stream://"):
         return tone_stream_seconds(path[len("tone_stream://"):])
     if not path or path in missing:

@@ -14,6 +14,7 @@ is read the way FreeSWITCH 1.11.1 really reports it (captures freeswitch-scenari
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -25,10 +26,20 @@ from ..esl.errors import ChannelHungUp, CommandError, ConnectionLost, ESLError, 
 from ..esl.inbound import InboundClient
 from ..esl.outbound import OutboundSession
 from .freeswitch_adopt import FreeSwitchAdopter, sched_hangup_time
+from .freeswitch_legs import (
+    LEGS,
+    FreeSwitchLeg,
+    LegTracker,
+    check_prompt,
+    check_room,
+    conference_transfer_command,
+    member_id_for,
+)
 from .call import (
     AdoptedCall,
     LiveChannel,
     Leg,
+    OriginateSpec,
     Call,
     CallError,
     CallGone,
@@ -330,6 +341,8 @@ class FreeSwitchCall(Call):
         self._cause: str | None = None
         self._fresh: Event | None = None
         self._bridge_waiter: asyncio.Future[Event] | None = None
+        self._hold: asyncio.Future[None] | None = None  # the looping music of `hold`
+        self._hold_stopping = False
         session.add_event_handler(self._on_event)
 
     # -- state ---------------------------------------------------------------------------------
@@ -462,12 +475,14 @@ class FreeSwitchCall(Call):
         bridged: asyncio.Future[Event] = loop.create_future()
         self._bridge_waiter = bridged
         await self._command(f"event plain {BRIDGE_EVENT}")
+        moves_before: tuple[str, int] | None = None
         try:
             run = asyncio.ensure_future(self._execute_anyway("bridge", dial))
             try:
                 await asyncio.wait({run, bridged}, return_when=asyncio.FIRST_COMPLETED)
                 answer_event: Event | None = bridged.result() if bridged.done() else None
                 if answer_event is not None and spec.on_answer is not None:
+                    moves_before = self._peer_moves(answer_event)
                     peer = answer_event.get("Bridge-B-Unique-ID") or answer_event.get("Other-Leg-Unique-ID") or ""
                     target = targets.get(peer, last_target)
                     try:
@@ -476,6 +491,8 @@ class FreeSwitchCall(Call):
                         # No leg left behind: the caller decides what happens to the A leg.
                         await self._kill(peer)
                         raise
+                    if LEGS.get(peer) is not None and moves_before is None:
+                        moves_before = (peer, 0)  # taken in on_answer: every move of it counts
                 done = await run
             finally:
                 if not run.done():
@@ -494,11 +511,34 @@ class FreeSwitchCall(Call):
             answer_event = bridged.result()
         result = dial_result_from_bridge(done, bridge=answer_event, targets=targets, last_target=last_target,
                                          leg_groups=leg_uuids)
+        if result.outcome is DialOutcome.ANSWERED and not result.caller_hung_up:
+            result = self._transferred(result, moves_before)
         if result.caller_hung_up:
             self._cause = self._cause or done.get("Hangup-Cause") or "NORMAL_CLEARING"
             if result.outcome is not DialOutcome.ANSWERED:
                 raise self._gone()
         return result
+
+    @staticmethod
+    def _peer_moves(answer_event: Event) -> tuple[str, int] | None:
+        peer = answer_event.get("Bridge-B-Unique-ID") or answer_event.get("Other-Leg-Unique-ID") or ""
+        taken = LEGS.get(peer)
+        return (peer, taken.moves) if taken is not None else None
+
+    @staticmethod
+    def _transferred(result: DialResult, moves_before: tuple[str, int] | None) -> DialResult:
+        """A feature moved the dial's peer (taken with take_leg) away: the bridge ended with both up.
+        A's `bridge` app returns when its peer is uuid_transferred: the peer has CF_TRANSFER, and
+        with hangup_after_bridge=false the caller is neither parked nor hung up (switch_ivr_bridge.c,
+        the end of switch_ivr_multi_threaded_bridge)."""
+        if moves_before is None or result.peer_uuid != moves_before[0]:
+            return result
+        taken = LEGS.get(moves_before[0])
+        if taken is None or taken.moves <= moves_before[1]:
+            return result
+        return DialResult(result.outcome, "TRANSFERRED", result.target, result.peer_uuid,
+                          answered_at_us=result.answered_at_us, ended_at_us=result.ended_at_us,
+                          caller_hung_up=False)
 
     async def _api(self, command: str) -> str:
         try:
@@ -571,6 +611,7 @@ class FreeSwitchCall(Call):
 
     async def _execute_anyway(self, app: str, arg: str) -> Event:
         """An application's completion whatever the channel's state (a hangup is read from it)."""
+        await self._stop_hold()
         if self._cause is not None or self.session.hungup:
             raise self._gone()
         try:
@@ -608,15 +649,157 @@ class FreeSwitchCall(Call):
             raise CallError(f"uuid_record start: {reply.strip()}")
         return FreeSwitchRecording(self, path)
 
-    # INTERIM (session 3): replaced by the transfer primitives being built now.
+    # -- transfer primitives -------------------------------------------------------------------------
+    # hold: `playback <music>` repeated by us until the next operation, which sends `uuid_break <uuid>`
+    # (switch_ivr_play_file returns BREAK). Not endless_playback / loop_playback: both loop on a BREAK
+    # while the channel is ready (mod_dptools), so only a hangup or transfer would stop them.
+    # A tone_stream with loops=-1 or local_stream:// is one endless playback anyway.
+    # bridge: the caller joins a two-member conference room `bridge-<A uuid>` (profile
+    # switchctl_bridge, no sounds) and the leg is uuid_transferred into it. The caller stays inside
+    # one application under this socket: `intercept` / `uuid_bridge` would take it out of the socket
+    # app's park (CF_REDIRECT ends switch_ivr_park, the socket app completes), and the bridge's end
+    # would come with no completion of ours. When the leg hangs up or a feature moves it, the caller
+    # is kicked (`conference <room> kick <id>`: mod_conference lets a kicked member's channel go on,
+    # captures s4 x4 L2: the app completed with Answer-State answered).
+    HOLD_MUSIC_FALLBACK = "tone_stream://%(400,200,400,450);%(400,2000,400,450);loops=-1"
+    HOLD_MUSIC_STREAM = "local_stream://moh"
+    BRIDGE_PROFILE = "switchctl_bridge"
+    HOLD_BREAK_RETRY = 1.0
+
+    async def _default_music(self) -> str:
+        try:
+            reply = await self.session.api("module_exists mod_local_stream", check=False)
+        except ESLError:
+            reply = "false"
+        return self.HOLD_MUSIC_STREAM if reply.strip() == "true" else self.HOLD_MUSIC_FALLBACK
+
     async def hold(self, music: str | None = None) -> None:
-        raise CallError("hold: not implemented yet")
+        if music is not None:
+            check_prompt(music, "hold")
+        await self._stop_hold()
+        if self._cause is not None or self.session.hungup:
+            raise self._gone()
+        music = music or await self._default_music()
+        self._hold_stopping = False
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def loop() -> None:
+            try:
+                while not self._hold_stopping and not self.session.hungup:
+                    run = asyncio.ensure_future(self.session.execute("playback", music))
+                    if not started.done():
+                        started.set_result(None)
+                    done = await run
+                    if done.get("Answer-State") == "hangup":
+                        self._cause = self._cause or done.get("Hangup-Cause") or "NORMAL_CLEARING"
+                        return
+                    if (done.get("Application-Response") or "") == "FILE NOT FOUND":
+                        return
+            except ESLError:
+                return
+            finally:
+                if not started.done():
+                    started.set_result(None)
+
+        self._hold = asyncio.ensure_future(loop())
+        await started
+        if self._cause is not None or self.session.hungup:
+            raise self._gone()
+
+    async def _stop_hold(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is None:
+            return
+        self._hold_stopping = True
+        while not hold.done():
+            if self.session.hungup:
+                break
+            try:
+                await self.session.api(f"uuid_break {self.uuid}", check=False)
+            except ESLError:
+                break
+            # a break that fell between two playbacks is lost: break again until the loop ends
+            await asyncio.wait({hold}, timeout=self.HOLD_BREAK_RETRY)
+        if not hold.done():
+            hold.cancel()
+        with contextlib.suppress(BaseException):
+            await hold
+
+    async def _kick_self(self, room: str) -> None:
+        """Take this call out of `room` (it stays up)."""
+        try:
+            member = member_id_for(await self.session.api(f"conference {room} json_list", check=False), self.uuid)
+            if member is not None:
+                await self.session.api(f"conference {room} kick {member}", check=False)
+        except ESLError:
+            pass
 
     async def bridge(self, leg: Leg) -> DialResult:
-        raise CallError("bridge: not implemented yet")
+        if not isinstance(leg, FreeSwitchLeg):
+            raise CallError("bridge: the leg is not on this FreeSWITCH")
+        await self._stop_hold()
+        if self._cause is not None or self.session.hungup:
+            raise self._gone()
+        if leg.hangup_cause is not None:
+            return DialResult(DialOutcome.FAILED, leg.hangup_cause, leg.target, leg.uuid)
+        room = f"bridge-{self.uuid}"
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[str] = loop.create_future()
+        moves = leg.moves
+
+        def leg_gone(cause: str) -> None:
+            if not ended.done():
+                ended.set_result(cause)
+
+        run = asyncio.ensure_future(self._execute_anyway("conference", f"{room}@{self.BRIDGE_PROFILE}"))
+        watcher: asyncio.Future[None] | None = None
+        try:
+            try:
+                await leg._run(conference_transfer_command(leg.uuid, room).replace(
+                    "@default", f"@{self.BRIDGE_PROFILE}"))
+            except CallGone as exc:
+                leg_gone(exc.cause)
+            leg.on_gone = leg_gone
+            leg.on_moved = lambda: leg_gone("TRANSFERRED")
+            if leg.hangup_cause is not None:
+                leg_gone(leg.hangup_cause)
+
+            async def watch() -> None:
+                await asyncio.wait({ended, run}, return_when=asyncio.FIRST_COMPLETED)
+                if ended.done() and not run.done():
+                    await self._kick_self(room)
+
+            watcher = asyncio.ensure_future(watch())
+            done = await run
+        finally:
+            leg.on_gone = None
+            leg.on_moved = None
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+            if not run.done():
+                run.cancel()
+        ended_at = _us(done.get("Event-Date-Timestamp"))
+        if done.get("Answer-State") == "hangup":
+            self._cause = self._cause or done.get("Hangup-Cause") or "NORMAL_CLEARING"
+            if leg.hangup_cause is None and leg.moves == moves:
+                # the Leg rule: left parked, its owner decides
+                with contextlib.suppress(CallError):
+                    await leg._run(f"uuid_transfer {leg.uuid} park inline")
+            return DialResult(DialOutcome.ANSWERED, self._cause, leg.target, leg.uuid,
+                              answered_at_us=leg.answered_at_us, ended_at_us=ended_at, caller_hung_up=True)
+        if leg.moves != moves:
+            cause = "TRANSFERRED"
+        else:
+            cause = ended.result() if ended.done() else (leg.hangup_cause or "NORMAL_CLEARING")
+        return DialResult(DialOutcome.ANSWERED, cause, leg.target, leg.uuid,
+                          answered_at_us=leg.answered_at_us, ended_at_us=ended_at, caller_hung_up=False)
 
     async def conference(self, room: str) -> str:
-        raise CallError("conference: not implemented yet")
+        """The `conference <room>@default` application; it completes without a hangup when the member
+        was kicked (Switch.conference_remove)."""
+        check_room(room)
+        await self._execute("conference", f"{room}@default")
+        return "left"
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
         if _NO_SPACE.search(extension):
@@ -691,6 +874,10 @@ class FreeSwitchSwitch(Switch):
         self.name = name
         self.client = client
         self.adopter = FreeSwitchAdopter(name, client)  # live calls after a restart (freeswitch_adopt.py)
+        self.legs = LegTracker(self.adopter)  # originate / take_leg (freeswitch_legs.py)
+        # where `phone` targets of originate live (a dial takes it from the caller's channel)
+        self.domain: str | None = None
+        self.sofia_profile = DEFAULT_SOFIA_PROFILE
 
     async def api(self, command: str) -> str:
         return await self.client.api(command)
@@ -700,6 +887,28 @@ class FreeSwitchSwitch(Switch):
 
     async def adopt(self, uuid: str) -> AdoptedCall:
         return await self.adopter.adopt(uuid)
+
+    async def originate(self, spec: OriginateSpec) -> Leg:
+        """`bgapi originate {...}<endpoint> &park()` (freeswitch_legs.py)."""
+        endpoint = target_dial(spec.target, domain=self.domain, profile=self.sofia_profile)
+        return await self.legs.originate(spec, endpoint)
+
+    async def take_leg(self, uuid: str) -> Leg:
+        return await self.legs.take(uuid)
+
+    async def conference_remove(self, room: str, uuid: str) -> None:
+        """`conference <room> json_list` finds the member id, `conference <room> kick <id>` takes it
+        out; a kicked member's channel goes on (mod_conference conference_api_sub_kick, s4 x4)."""
+        check_room(room)
+        try:
+            member = member_id_for(await self.client.api(f"conference {room} json_list", check=False), uuid)
+            if member is None:
+                raise CallError(f"conference {room}: {uuid} is not a member")
+            reply = await self.client.api(f"conference {room} kick {member}", check=False)
+        except ESLError as exc:
+            raise CallError(f"conference {room} kick: {exc}") from None
+        if not reply.startswith("+OK"):
+            raise CallError(f"conference {room} kick {member}: {reply.strip()}")
 
     async def reload_config(self) -> str:
         reply = await self.client.api("reloadxml", check=False)

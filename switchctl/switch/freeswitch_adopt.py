@@ -113,6 +113,9 @@ class FreeSwitchAdopter:
         self._calls: dict[str, FreeSwitchAdoptedCall] = {}
         self._subscribed: ESLConnection | None = None
         self._sub_lock = asyncio.Lock()
+        # others that need CHANNEL_HANGUP_COMPLETE on this connection (the leg tracker): while any is
+        # here the subscription stays
+        self.hangup_users: set[object] = set()
         client.add_event_handler(self._on_event)
 
     async def live_calls(self) -> list[LiveChannel]:
@@ -166,7 +169,7 @@ class FreeSwitchAdopter:
     async def _forget(self, call: FreeSwitchAdoptedCall) -> None:
         if self._calls.get(call.uuid) is call:
             del self._calls[call.uuid]
-        if self._calls or HANGUP_EVENT in self.client.events:
+        if self._calls or self.hangup_users or HANGUP_EVENT in self.client.events:
             return
         async with self._sub_lock:
             conn, self._subscribed = self._subscribed, None
