@@ -12,6 +12,14 @@ of tests/test_asterisk_ivr.py and captures asterisk-scenarios/01_dtmf, 09_errors
   by us after its duration, and never part of a media list (a list waits on it forever).
 - `silence_stream://N` needs no media: an idle Stasis channel already sends nothing. We wait N ms.
 - `number:`/`digits:` say a value (`lang` picks the language).
+- `recording:<name>` plays a stored recording: `<name>` is the file's path relative to Asterisk's
+  recording dir (`<astspooldir>/recording`), sub-folders included, without extension. Recordings
+  (voicemail messages) are handed to us as the switch's absolute path (RecordResult.path), so
+  `site_sound_uri` maps `<recording_dir>/<rel>.<ext>` to `recording:<rel>` (checked on the private
+  Asterisk 22 of tests/test_voicemail_asterisk.py: `recording:voicemail/<file>` plays to its end).
+- FreeSWITCH's stock voicemail sounds (`voicemail/vm-*`, what the voicemail nodes ask for when the
+  site has no file of that name) do not exist in Asterisk's sounds; `STOCK_SOUNDS` names Asterisk's
+  core sound that says the same thing (`vm-msg_menu` has none: a site provides it).
 """
 
 from __future__ import annotations
@@ -22,6 +30,26 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 SoundUri = Callable[[str], str]
+
+# <astspooldir>/recording of a stock Asterisk (and of tools/asterisk-setup.sh's chroot): where ARI
+# records, and the folder `recording:` names are relative to. asterisk_record.py uses the same.
+RECORDING_DIR = "/var/spool/asterisk/recording"
+
+# FreeSWITCH stock voicemail sound -> the Asterisk core sound (sounds/<lang>/) saying the same.
+STOCK_SOUNDS = {
+    "voicemail/vm-person": "vm-theperson",  # "the person at extension"
+    "voicemail/vm-not_available": "vm-isunavail",  # "is unavailable"
+    "voicemail/vm-record_message": "vm-intro",  # "leave your message after the tone ... pound key"
+    "voicemail/vm-enter_pass": "vm-password",  # "password"
+    "voicemail/vm-fail_auth": "vm-incorrect",  # "login incorrect"
+    "voicemail/vm-you_have": "vm-youhave",  # "you have"
+    "voicemail/vm-new": "vm-INBOX",  # "new"
+    "voicemail/vm-messages": "vm-messages",  # "messages"
+    "voicemail/vm-deleted": "vm-deleted",  # "message deleted"
+    "voicemail/vm-saved": "vm-msgsaved",  # "your message has been saved"
+    "voicemail/vm-no_more_messages": "vm-nomore",  # "no more messages"
+    "voicemail/vm-goodbye": "vm-goodbye",  # "goodbye"
+}
 
 # Schemes ARI plays that a flow may already use as they are.
 _ARI_SCHEMES = ("sound:", "recording:", "number:", "digits:", "characters:", "http:", "https:")
@@ -56,9 +84,26 @@ class Silence:
 Segment = MediaList | Tone | Silence
 
 
-def site_sound_uri(site_name: str, sound_dirs: Sequence[str | PurePosixPath]) -> SoundUri:
+def recording_uri(path: str, recording_dir: str = RECORDING_DIR) -> str | None:
+    """`recording:<name>` for a file the switch holds under its recording dir (a voicemail message
+    at /var/spool/asterisk/recording/voicemail/x.wav -> recording:voicemail/x), None for a path
+    outside it. Only the last suffix is a format (`x.y.wav` is the recording `x.y`)."""
+    folder = PurePosixPath(recording_dir.rstrip("/") or "/")
+    p = PurePosixPath(path)
+    if ".." in p.parts or not p.is_relative_to(folder) or p == folder:
+        return None
+    rel = p.relative_to(folder)
+    name = str(rel.with_suffix("")) if rel.suffix else str(rel)
+    if not name or name.startswith(".") or "," in name or any(c.isspace() for c in name):
+        raise MediaError(f"recording {path}: ARI cannot name it (empty, hidden, a comma or a space)")
+    return f"recording:{name}"
+
+
+def site_sound_uri(site_name: str, sound_dirs: Sequence[str | PurePosixPath], *,
+                   recording_dir: str = RECORDING_DIR) -> SoundUri:
     """The convention deploy implements: the site's sound folders are copied (merged) into the
-    switch's Asterisk sounds folder under `switchctl/<site_name>/`."""
+    switch's Asterisk sounds folder under `switchctl/<site_name>/`. Files under the switch's
+    `recording_dir` (voicemail messages, greetings recorded over ARI) play as `recording:`."""
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", site_name):
         raise MediaError(f"site name '{site_name}' cannot be a sounds folder name")
     dirs = [PurePosixPath(str(d)) for d in sound_dirs]
@@ -71,8 +116,12 @@ def site_sound_uri(site_name: str, sound_dirs: Sequence[str | PurePosixPath]) ->
             except ValueError:
                 continue
             return f"sound:switchctl/{site_name}/{rel.with_suffix('')}"
+        recording = recording_uri(path, recording_dir)
+        if recording is not None:
+            return recording
         where = ", ".join(str(d) for d in dirs) or "none configured"
-        raise MediaError(f"prompt {path} is outside the site's sound folders ({where}): Asterisk cannot play it")
+        raise MediaError(f"prompt {path} is outside the site's sound folders ({where}) and Asterisk's "
+                         f"recording dir ({recording_dir}): Asterisk cannot play it")
 
     return uri
 
@@ -144,9 +193,11 @@ def prompt_segments(prompts: Sequence[str], sound_uri: SoundUri) -> list[Segment
         elif "://" in prompt:
             raise MediaError(f"{prompt}: this kind of prompt has no Asterisk equivalent")
         else:
-            # A name relative to Asterisk's own sounds folder (`beep`, `digits/1`).
+            # A name relative to Asterisk's own sounds folder (`beep`, `digits/1`), or one of
+            # FreeSWITCH's stock voicemail sounds, said by Asterisk's equivalent.
             if "," in prompt:
                 raise MediaError(f"{prompt}: ARI splits media on commas")
-            pending.append("sound:" + str(PurePosixPath(prompt).with_suffix("")))
+            name = str(PurePosixPath(prompt).with_suffix(""))
+            pending.append("sound:" + STOCK_SOUNDS.get(name, name))
     flush()
     return segments

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 from ..ari import AriError, AriNotFound
 from ..ari.errors import AriConflict
 from ..ari.models import LiveRecording
+from .asterisk_media import RECORDING_DIR
 from .call import CallError, CallGone, Recording, RecordResult, RecordSpec
 
 if TYPE_CHECKING:
     from .asterisk import AsteriskCall
 
-RECORDING_DIR = "/var/spool/asterisk/recording"
 # StasisStart argument of our snoop channels: the switch must not take them for new calls.
 SNOOP_ARG = "switchctl-snoop"
 # After the call ended, how long RecordingFinished may take (05 a: it can come before the BYE).

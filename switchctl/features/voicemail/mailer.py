@@ -66,7 +66,7 @@ def clean_header(value: str, limit: int = 80) -> str:
 
 def build_message(mail: NewMessageMail, sender: str) -> EmailMessage:
     check_address(mail.to)
-    received = dt.datetime.fromtimestamp(mail.received_at_us // 1_000_000, dt.timezone.utc)
+    received = dt.datetime.fromtimestamp(mail.received_at_us // 1_000_000, dt.UTC)
     seconds = (mail.duration_us + 500_000) // 1_000_000
     caller = clean_header(mail.caller) or "unknown"
     name = clean_header(mail.caller_name)

@@ -73,8 +73,11 @@ class Voicemail:
 
     def recording_path(self, box: VoicemailBox, call: Call) -> str:
         # Flat in the spool root, which must exist: FreeSWITCH's `record` application does not
-        # create folders (switch_ivr_record_file; only record_session makes them) and the
-        # controller may not see the switch's filesystem to make one per mailbox.
+        # create folders (switch_ivr_record_file; only record_session makes them), nor does ARI's
+        # record (a 500), and the controller may not see the switch's filesystem to make one per
+        # mailbox. On Asterisk the spool is a folder of its own inside the recording dir and the
+        # message plays back as `recording:<folder>/<name>` (docs/VOICEMAIL.md "On Asterisk");
+        # the names all have one shape, so none is a prefix of another (Asterisk matches by prefix).
         tenant, number = _SAFE.sub("_", self.mailboxes.tenant), _SAFE.sub("_", box.number)
         name = f"{tenant}-{number}-{_SAFE.sub('_', call.uuid)}-{self.clock()}.wav"
         return str(PurePosixPath(self.spool_dir) / name)
@@ -172,7 +175,7 @@ class Voicemail:
             self._wake.clear()
             try:
                 await self.send_pending()
-            except Exception:  # noqa: BLE001 - the store may be down for a moment; try next round
+            except Exception:  # the store may be down for a moment: try next round
                 log.exception("voicemail e-mail round failed")
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             try:
