@@ -16,12 +16,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .ari import AriClient
 from .config.site import Site, SwitchConfig, VoicemailConfig
 from .esl.errors import ESLError
 from .esl.inbound import InboundClient
 from .esl.outbound import OutboundServer, OutboundSession
+from .events import EventBus
 from .features.ivr import IvrFeature
 from .features.prepaid.cutoff import wall_us
 from .features.prepaid.wiring import PrepaidWiring
@@ -37,6 +39,9 @@ from .switch.freeswitch import (
     call_info_from_channel_data,
 )
 from .web import WebApi
+
+if TYPE_CHECKING:
+    from .features.transfer.service import TransferService
 
 log = logging.getLogger("switchctl.controller")
 READOPT_POLL_S = 0.1  # how often a new inbound connection is looked for (re-adoption of live calls)
@@ -62,22 +67,31 @@ class Controller:
         keep_traces: bool = False,
         on_trace: Callable[[str, FlowTrace | None], None] | None = None,
         store: Store | None = None,
+        web: bool | None = None,
     ) -> None:
         self.site = site
         # With a store, prepaid billing runs: `prepaid` nodes authorize, cutoffs, CDR collection.
         self.store = store
         self.billing: PrepaidWiring | None = None
-        self.web: WebApi | None = None  # the read-only HTTP API, started with billing
+        # The HTTP API on the site's `web: listen:` (loopback unless allow_remote). `web` None: it
+        # starts when it has something to serve (billing, transfers) or the site names `web:`.
+        self.web: WebApi | None = None
+        self._want_web = web
         self.flows = flows
+        # Live switch objects by site name, filled as each switch starts; features get this very
+        # dict, so a switch that connects later is still found.
+        self.switches: dict[str, Switch] = {}
+        self.events = EventBus()  # what consoles watch live (GET /api/events)
+        self.transfers = self._transfer_service(site, flows)
         self.runner = FlowRunner(flows, site_values=dict(site.values), lists=dict(site.lists),
-                                 sound_dirs=site.sound_dirs, numbering=site.numbering)
+                                 sound_dirs=site.sound_dirs, numbering=site.numbering,
+                                 transfers=self.transfers)
         self.ivr = IvrFeature(flows, self.runner)
         self.stats = ControllerStats()
         self.keep_traces = keep_traces
         self.on_trace = on_trace
         self.servers: dict[str, OutboundServer] = {}
         self.clients: dict[str, InboundClient] = {}
-        self.switches: dict[str, Switch] = {}
         self.asterisks: dict[str, AsteriskSwitch] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,9 +107,13 @@ class Controller:
             self.billing = await PrepaidWiring.start(self.site, self.store)
             self.runner.billing = self.billing.prepaid
             self._tasks.append(asyncio.create_task(self.billing.run(self._stop), name="cdr-collector"))
-            await self._start_web()
             if self.site.voicemail is not None:
                 self._start_voicemail(self.store, self.site.voicemail)
+        want_web = self._want_web
+        if want_web is None:
+            want_web = self.billing is not None or self.transfers is not None or self.site.web_configured
+        if want_web:
+            await self._start_web()
         for sw in self.site.switches:
             if sw.kind == "asterisk" and sw.ari is not None:
                 self._start_asterisk(sw)
@@ -122,6 +140,17 @@ class Controller:
                 if self.billing is not None:
                     self._tasks.append(asyncio.create_task(self._readopt_on_connect(fs_switch, client),
                                                            name=f"readopt-{sw.name}"))
+
+    def _transfer_service(self, site: Site, flows: FlowSet) -> TransferService | None:
+        """The transfer feature when the site has a `transfer:` section: unpaid dials run through
+        it (feature codes) and the web API's conversation routes drive it."""
+        if site.transfer is None:
+            return None
+        # Loaded only for sites that use it.
+        from .features.transfer.service import TransferService
+
+        return TransferService(self.switches, site.transfer, events=self.events,
+                               flows=tuple(flow.name for flow in flows))
 
     def _start_voicemail(self, store: Store, cfg: VoicemailConfig) -> None:
         """`voicemail` / `voicemail_check` nodes get their service; new messages are e-mailed by a

@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any
 
 from switchctl.config.yamlsrc import Mark, SourceError, YList, YMap, load_file
+from switchctl.features.transfer.options import DEFAULT_CODES, TransferOptions, TransferRoute
 from switchctl.numbering import (
     Delete,
     HolidayCalendar,
@@ -193,6 +194,10 @@ class Site:
     numbering: Numbering = field(default_factory=Numbering)  # plans, screening, holidays
     billing: BillingConfig = field(default_factory=BillingConfig)
     voicemail: VoicemailConfig | None = None
+    # The transfer feature (docs/TRANSFER.md); None without a `transfer:` section: dials are plain
+    # and the transfer API answers 503. `transfer: {}` turns it on with the defaults.
+    transfer: TransferOptions | None = None
+    web_configured: bool = False  # the file has a `web:` section (the controller then always serves the API)
 
     @property
     def folder(self) -> Path:
@@ -507,6 +512,134 @@ def _voicemail(root: YMap, folder: Path) -> VoicemailConfig | None:
     return VoicemailConfig(spool, local, smtp, sender, retry)
 
 
+_TRANSFER_KEYS = ("enabled", "codes", "digit_timeout", "ring_timeout", "music", "ringback",
+                  "recall_transferor", "recall_timeout", "routes")
+_TRANSFER_ROUTE_KEYS = ("pattern", "kind", "gateway", "flow", "strip", "prefix")
+# Codes read in the same phase of a call must not overlap: outside a consultation the transferor
+# types blind/attended (then the number); during one cancel/complete/three_way.
+_CODE_PHASES = (("blind", "attended"), ("cancel", "complete", "three_way"))
+_CODE_RE = re.compile(r"[*#][0-9*#]{0,7}")
+
+
+def _seconds(value: Any, mark: Mark, what: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise SourceError(mark, f"{what} must be a number of seconds between {lo:g} and {hi:g}, not {_kind(value)}")
+    return float(value)
+
+
+def flow_names(flows_dir: Path) -> dict[str, Path]:
+    """The `flow:` name of each flow file in `flows_dir` (files that do not even load are left to
+    `switchctl check`, which reports them)."""
+    names: dict[str, Path] = {}
+    for path in sorted(flows_dir.iterdir()):
+        if path.suffix not in (".yaml", ".yml") or not path.is_file():
+            continue
+        try:
+            data = load_file(path)
+        except SourceError:
+            continue
+        if isinstance(data, YMap) and isinstance(data.get("flow"), str):
+            names.setdefault(data["flow"], path)
+    return names
+
+
+def _transfer_codes(value: Any, mark: Mark) -> dict[str, str]:
+    m = _map(value, mark, "transfer codes")
+    _check_keys(m, tuple(DEFAULT_CODES), "transfer codes")
+    codes = dict(DEFAULT_CODES)
+    for key in m:
+        code = _str(m[key], m.mark_of(key), f"transfer code '{key}'")
+        if not _CODE_RE.fullmatch(code):
+            raise SourceError(m.mark_of(key), f"transfer code '{key}' is '{code}': a code is DTMF keys 0-9 * # "
+                              "starting with '*' or '#' (at most 8; quote it: # starts a YAML comment)")
+        codes[key] = code
+    for phase in _CODE_PHASES:
+        for i, a in enumerate(phase):
+            for b in phase[i + 1:]:
+                if codes[a].startswith(codes[b]) or codes[b].startswith(codes[a]):
+                    key = b if b in m else a  # point at a code the site wrote (defaults never overlap)
+                    how = "are the same" if codes[a] == codes[b] else "overlap (one starts the other)"
+                    raise SourceError(m.mark_of(key), f"transfer codes {a} '{codes[a]}' and {b} '{codes[b]}' {how}: "
+                                      f"{', '.join(phase)} are typed at the same time of a call")
+    return codes
+
+
+def _transfer_route(m: YMap, what: str, gateways: Mapping[str, Gateway], flows: Mapping[str, Path]) -> TransferRoute:
+    _check_keys(m, _TRANSFER_ROUTE_KEYS, what)
+    pattern = _str(_require(m, "pattern", what), m.mark_of("pattern"), f"{what} pattern")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise SourceError(m.mark_of("pattern"), f"{what}: invalid regex '{pattern}': {exc.msg} at position {exc.pos}") from None
+    kind = _str(m.get("kind", "phone"), m.mark_of("kind"), f"{what} kind")
+    if kind not in ("phone", "gateway", "flow"):
+        raise SourceError(m.mark_of("kind"), f"{what} kind '{kind}' must be phone, gateway or flow")
+    for key, owner in (("gateway", "gateway"), ("flow", "flow")):
+        if key in m and kind != owner:
+            raise SourceError(m.key_mark(key), f"{what}: '{key}' only applies to kind {owner} (this route is kind {kind})")
+    gateway = flow = None
+    if kind == "gateway":
+        gateway = _str(_require(m, "gateway", f"{what} (kind gateway)"), m.mark_of("gateway"), f"{what} gateway")
+        if gateway not in gateways:
+            close = difflib.get_close_matches(gateway, list(gateways), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"site has: {', '.join(gateways) or 'no gateways'}"
+            raise SourceError(m.mark_of("gateway"), f"{what} names unknown gateway '{gateway}' ({hint})")
+    if kind == "flow":
+        flow = _str(_require(m, "flow", f"{what} (kind flow)"), m.mark_of("flow"), f"{what} flow")
+        if flow not in flows:
+            close = difflib.get_close_matches(flow, list(flows), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"flows: {', '.join(sorted(flows)) or 'none'}"
+            raise SourceError(m.mark_of("flow"), f"{what} names unknown flow '{flow}' ({hint})")
+    strip = _int(m.get("strip", 0), m.mark_of("strip"), f"{what} strip", 0, 15)
+    prefix = _digits_text(m.get("prefix", ""), m.mark_of("prefix"), f"{what} prefix", empty_ok=True)
+    if not re.fullmatch(r"\+?[0-9*#]*", prefix):
+        raise SourceError(m.mark_of("prefix"), f"{what} prefix '{prefix}' must be digits (an optional leading '+')")
+    if (strip or prefix) and kind == "flow":
+        key = "strip" if "strip" in m else "prefix"
+        raise SourceError(m.key_mark(key), f"{what}: '{key}' does not apply to kind flow (no number is dialled)")
+    return TransferRoute(pattern=pattern, kind=kind, gateway=gateway, flow=flow, strip=strip, prefix=prefix)
+
+
+def _transfer(root: YMap, gateways: list[Gateway], flows_dir: Path) -> TransferOptions | None:
+    if "transfer" not in root:
+        return None
+    value = root["transfer"]
+    if value is None:  # `transfer:` alone: on, with the defaults
+        return TransferOptions()
+    m = _map(value, root.mark_of("transfer"), "transfer")
+    _check_keys(m, _TRANSFER_KEYS, "transfer")
+    default = TransferOptions()
+    enabled = _bool(m.get("enabled", default.enabled), m.mark_of("enabled"), "transfer enabled")
+    codes = _transfer_codes(m["codes"], m.mark_of("codes")) if "codes" in m else dict(default.codes)
+    digit_timeout = _seconds(m.get("digit_timeout", default.digit_timeout), m.mark_of("digit_timeout"),
+                             "transfer digit_timeout", 0.5, 30)
+    ring_timeout = _seconds(m.get("ring_timeout", default.ring_timeout), m.mark_of("ring_timeout"),
+                            "transfer ring_timeout", 1, 600)
+    recall_timeout = _seconds(m.get("recall_timeout", default.recall_timeout), m.mark_of("recall_timeout"),
+                              "transfer recall_timeout", 1, 600)
+    recall = _bool(m.get("recall_transferor", default.recall_transferor), m.mark_of("recall_transferor"),
+                   "transfer recall_transferor")
+    music = None
+    if m.get("music") is not None:
+        music = _str(m["music"], m.mark_of("music"), "transfer music")
+    ringback = _str(m.get("ringback", default.ringback), m.mark_of("ringback"), "transfer ringback")
+    routes = default.routes
+    if "routes" in m:
+        items = _list(m["routes"], m.mark_of("routes"), "transfer routes")
+        if not items:
+            raise SourceError(m.mark_of("routes"), "transfer routes must list at least one route (or leave 'routes' out)")
+        by_name = {gw.name: gw for gw in gateways}
+        flows = flow_names(flows_dir)
+        routes = tuple(
+            _transfer_route(_map(item, items.mark_of(i), f"transfer route {i + 1}"), f"transfer route {i + 1}",
+                            by_name, flows)
+            for i, item in enumerate(items)
+        )
+    return TransferOptions(enabled=enabled, codes=codes, digit_timeout=digit_timeout, ring_timeout=ring_timeout,
+                           music=music, ringback=ringback, recall_transferor=recall, recall_timeout=recall_timeout,
+                           routes=routes)
+
+
 _BILLING_KEYS = ("tenant", "warning_seconds", "warning_prompt", "cdr_poll_seconds")
 
 
@@ -608,7 +741,7 @@ def _database_url(text: str, folder: Path) -> str:
 
 _SITE_KEYS = (
     "site", "allow_remote", "switches", "database", "web", "flows", "sounds", "phones", "gateways",
-    "lists", "values", "numbering", "screening", "holidays", "billing", "voicemail",
+    "lists", "values", "numbering", "screening", "holidays", "billing", "voicemail", "transfer",
 )
 
 
@@ -717,6 +850,7 @@ def load_site(path: str | Path) -> Site:
 
     billing = _billing(root)
     voicemail = _voicemail(root, folder)
+    transfer = _transfer(root, gateways, flows_dir)
 
     _check_binds(root, switches, web_listen, allow_remote)
 
@@ -736,6 +870,8 @@ def load_site(path: str | Path) -> Site:
         numbering=numbering,
         billing=billing,
         voicemail=voicemail,
+        transfer=transfer,
+        web_configured="web" in root,
     )
 
 

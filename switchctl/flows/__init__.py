@@ -6,7 +6,7 @@ Public API:
   -> `CheckResult` (`.flows: FlowSet`, `.diagnostics: list[Diagnostic]`, `.ok`, `.report()`)
 - `FlowSet.match(destination) -> (Flow, captures) | None`
 - `FlowRunner(flowset, *, site_values, lists, clock=..., sound_dirs=(), billing=None, numbering=None,
-  voicemail=None)` and `await runner.run(call, flow, captures)`
+  voicemail=None, transfers=None)` and `await runner.run(call, flow, captures)`
   -> `FlowTrace` (`.steps`, `.result`, `.error`, `.cause`, `.variables`)
 """
 

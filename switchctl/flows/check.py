@@ -16,6 +16,7 @@ from switchctl.numbering import Numbering
 
 from .graph import check_authorizations, check_flow_graph, check_loops
 from .model import (
+    DATA_VARIABLE_PREFIX,
     Diagnostic,
     DialNode,
     Flow,
@@ -144,13 +145,16 @@ def _callers(flows: list[Flow]) -> dict[str, set[str]]:
 
 
 def _check_references(flow: Flow, node: Node, *, known_vars: set[str], max_groups: int,
-                      site_values: Mapping[str, str], diags: list[Diagnostic]) -> None:
+                      site_values: Mapping[str, str], diags: list[Diagnostic], data_vars: bool = False) -> None:
+    """`data_vars`: a dial runs before (the call data a transfer gives back, `${var.data_KEY}`,
+    empty when no one set KEY: its keys are only known at run time)."""
     what = f"{node.kind or 'node'} '{node.id}'"
     for tpl, mark in node.templates:
         for ref in tpl.refs:
             if ref.scope == "site" and ref.name not in site_values:
                 diags.append(Diagnostic(mark, f"{what}: unknown site value '{ref.text}'{suggestion(ref.name, site_values)}"))
-            elif ref.scope == "var" and ref.name not in known_vars:
+            elif ref.scope == "var" and ref.name not in known_vars \
+                    and not (data_vars and ref.name.startswith(DATA_VARIABLE_PREFIX)):
                 diags.append(Diagnostic(mark, f"{what}: unknown flow variable '{ref.text}'"
                                         f"{suggestion(ref.name, known_vars)}; no 'set' or collect 'var' defines it"))
             elif ref.scope == "capture" and ref.capture_index > max_groups:
@@ -186,10 +190,11 @@ def check_flows(
         known_vars = {d.value for f in sources for n in f.nodes.values() for d in n.defines}
         max_groups = max((max((p.groups for p, _ in f.patterns), default=0) for f in sources), default=0)
         max_groups = max([max_groups] + [n.regex_groups for f in sources for n in f.nodes.values()])
+        data_vars = any(isinstance(n, DialNode) for f in sources for n in f.nodes.values())
         for node in flow.nodes.values():
             what = f"{node.kind or 'node'} '{node.id}'"
             _check_references(flow, node, known_vars=known_vars, max_groups=max_groups,
-                              site_values=site_values, diags=diags)
+                              site_values=site_values, diags=diags, data_vars=data_vars)
             for tpl, mark in node.prompts:
                 if tpl.is_literal and not prompt_exists(tpl.source, sound_dirs):
                     diags.append(Diagnostic(mark, f"{what}: prompt '{tpl.source}' not found in the sound dirs "

@@ -248,7 +248,10 @@ class DialGroupSpec:
 
 
 DIAL_OUTCOMES = ("next", "busy", "no_answer", "rejected", "failed")  # "next": answered, call ended
-DIAL_VARIABLES = ("dial_outcome", "dial_cause", "dial_talk_ms", "dial_peer")
+DIAL_VARIABLES = ("dial_outcome", "dial_cause", "dial_talk_ms", "dial_peer", "dial_transfers")
+# The call data a transferable dial gives back (TransferredDial.data) lands in flow variables named
+# `data_<key>`: a console's PATCH can add keys but never overwrite the flow's own variables.
+DATA_VARIABLE_PREFIX = "data_"
 
 
 @dataclass
@@ -260,6 +263,9 @@ class DialNode(Node):
     caller_id_number: Template | None = None
     caller_id_name: Template | None = None
     gateway_refs: list[Located] = field(default_factory=list)
+    # `transfer: false` turns the answering party's DTMF feature codes off for this dial (a transfer
+    # through the web API stays possible). Only meaningful when the controller runs transfers.
+    feature_codes: bool = True
     kind: ClassVar[str] = "dial"
     fallbacks: ClassVar[Mapping[str, str]] = {"busy": "failed", "no_answer": "failed", "rejected": "failed"}
 
@@ -351,11 +357,23 @@ class VoicemailCheckNode(Node):
     fallbacks: ClassVar[Mapping[str, str]] = {"locked": "bad_pin"}
 
 
+CONFERENCE_ROOM = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # no '@' (a FreeSWITCH profile), no spaces
+
+
+@dataclass
+class ConferenceNode(Node):
+    """Put the call into conference `room` until a feature takes it out ("left": `next`); a hangup
+    in the room ends the run like anywhere else."""
+
+    room: Template | None = None
+    kind: ClassVar[str] = "conference"
+
+
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
     for cls in (AnswerNode, PlayNode, SayNode, CollectNode, MenuNode, SetNode, RouteNode,
                 TransferNode, HangupNode, GotoNode, CallNode, ReturnNode, DialNode, PrepaidNode,
-                NumberNode, VoicemailNode, VoicemailCheckNode)
+                NumberNode, VoicemailNode, VoicemailCheckNode, ConferenceNode)
 }
 
 

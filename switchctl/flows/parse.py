@@ -17,6 +17,7 @@ from typing import Any
 from switchctl.config.yamlsrc import Mark, YList, YMap
 
 from .model import (
+    CONFERENCE_ROOM,
     DIAL_OUTCOMES,
     DIAL_VARIABLES,
     NODE_TYPES,
@@ -31,6 +32,7 @@ from .model import (
     AnswerNode,
     CallNode,
     CollectNode,
+    ConferenceNode,
     Diagnostic,
     DialGroupSpec,
     DialNode,
@@ -99,11 +101,12 @@ NODE_KEYS: dict[str, tuple[str, ...]] = {
     "goto": ("target", "max", "on"),
     "call": ("section", "next"),
     "return": (),
-    "dial": ("to", "sequence", "timeout", "ringback", "caller_id", *DIAL_OUTCOMES),
+    "dial": ("to", "sequence", "timeout", "ringback", "caller_id", "transfer", *DIAL_OUTCOMES),
     "prepaid": ("account", "destination", "pin", *PREPAID_OUTCOMES),
     "number": ("plan", "number", "caller", "tenant", "on", *NUMBER_OUTCOMES),
     "voicemail": ("mailbox", "greeting", "max_seconds", "silence_seconds", *VOICEMAIL_OUTCOMES),
     "voicemail_check": ("mailbox", "tries", *VOICEMAIL_CHECK_OUTCOMES),
+    "conference": ("room", "next"),
 }
 RULE_KEYS = ("caller", "destination", "time", "days", "dates", "holiday", "in_list", "not_in_list",
              "timezone", "next")
@@ -651,6 +654,7 @@ def _dial(f: _Fields, node: DialNode) -> None:
             node.caller_id_name = cid.template(node, "name")
             if not cid.m:
                 f.error(f.m.mark_of("caller_id"), f"{f.what}: 'caller_id' is empty (give 'number' and/or 'name')")
+    node.feature_codes = f.boolean("transfer", True)
     for outcome in DIAL_OUTCOMES:
         f.edge(node, outcome, outcome, required=outcome == "next")
     if "failed" not in node.edges and "failed" not in f.m and not f._misspelled("failed"):
@@ -735,11 +739,24 @@ def _voicemail_check(f: _Fields, node: VoicemailCheckNode) -> None:
     node.defines.extend(Located(name, node.mark) for name in VOICEMAIL_CHECK_VARIABLES)
 
 
+def _conference(f: _Fields, node: ConferenceNode) -> None:
+    node.room = f.template(node, "room", required=True, allow_number=True)
+    if node.room is not None:
+        # The literal text must already be a valid room name: only what `${...}` renders is left
+        # to check at run time (letters, digits, '_', '.', '-'; never '@', which picks a profile).
+        for part in node.room.parts:
+            if isinstance(part, str) and not CONFERENCE_ROOM.fullmatch(part):
+                f.error(f.m.mark_of("room"), f"{f.what}: room '{node.room.source}' may only use letters, "
+                                             "digits, '_', '.' and '-' (at most 64)")
+                break
+    f.edge(node, "next", "next", required=True)
+
+
 _PARSERS = {
     "answer": _answer, "play": _play, "say": _say, "collect": _collect, "menu": _menu,
     "set": _set, "route": _route, "transfer": _transfer, "hangup": _hangup, "goto": _goto,
     "call": _call, "return": _return, "dial": _dial, "prepaid": _prepaid, "number": _number,
-    "voicemail": _voicemail, "voicemail_check": _voicemail_check,
+    "voicemail": _voicemail, "voicemail_check": _voicemail_check, "conference": _conference,
 }
 
 

@@ -41,14 +41,19 @@ from .hooks import (
     Authorization,
     AuthorizeOutcome,
     CallBilling,
+    CallTransfers,
+    DialContext,
     PinCheck,
     PrepaidRequest,
     VoicemailService,
 )
 from .model import (
+    CONFERENCE_ROOM,
+    DATA_VARIABLE_PREFIX,
     AnswerNode,
     CallNode,
     CollectNode,
+    ConferenceNode,
     DialNode,
     Flow,
     FlowSet,
@@ -117,6 +122,7 @@ class _Run:
     # (then every dial must be paid for by an authorization of its own).
     auth: Authorization | None = None
     prepaid_ran: bool = False
+    path: list[str] = field(default_factory=list)  # node ids run so far (the IVR path), across flows
 
 
 def _utc_now() -> dt.datetime:
@@ -137,8 +143,12 @@ class FlowRunner:
         billing: CallBilling | None = None,
         numbering: Numbering | None = None,
         voicemail: VoicemailService | None = None,
+        transfers: CallTransfers | None = None,
     ) -> None:
         self.flowset = flowset
+        # The transfer feature: unpaid dials run through it (feature codes, API transfers); without
+        # it a dial is a plain Call.dial.
+        self.transfers = transfers
         self.voicemail = voicemail  # the voicemail feature; its nodes without it are a flow error
         self.billing = billing  # the prepaid feature; a `prepaid` node without it is a flow error
         # The site's number plans, screening and holiday calendars (`Site.numbering`); a `number`
@@ -167,6 +177,7 @@ class FlowRunner:
                 if node is None:
                     raise FlowRuntimeError(f"flow '{run.flow.name}' has no node '{node_id}'")
                 current = run.flow
+                run.path.append(node.id)
                 outcome = await self._execute(run, node)
                 trace.steps.append((current.name, node.id, outcome))
                 log.debug("%s/%s -> %s", current.name, node.id, outcome,
@@ -318,6 +329,8 @@ class FlowRunner:
             return await self._voicemail(run, node)
         if isinstance(node, VoicemailCheckNode):
             return await self._voicemail_check(run, node)
+        if isinstance(node, ConferenceNode):
+            return await self._conference(run, node)
         if isinstance(node, CallNode):
             return "section"
         if isinstance(node, ReturnNode):
@@ -500,20 +513,34 @@ class FlowRunner:
                      extra={"call": run.call.uuid, "node": node.id})
         return result.outcome
 
+    def _enter_flow(self, run: _Run, name: str, what: str) -> str:
+        target = self.flowset.get(name)
+        if target is None:
+            raise FlowRuntimeError(f"{what}: flow '{name}' is not loaded")
+        run.stack.clear()  # a transfer replaces the running flow; it never returns
+        run.flow = target
+        run.jump = target.start
+        return "flow"
+
     async def _transfer(self, run: _Run, node: TransferNode) -> str:
         if node.flow is not None:
-            target = self.flowset.get(node.flow.value)
-            if target is None:
-                raise FlowRuntimeError(f"transfer '{node.id}': flow '{node.flow.value}' is not loaded")
-            run.stack.clear()  # a transfer replaces the running flow; it never returns
-            run.flow = target
-            run.jump = target.start
-            return "flow"
+            return self._enter_flow(run, node.flow.value, f"transfer '{node.id}'")
         assert node.extension is not None
         context = self._render(run, node.context) if node.context is not None else None
         await run.call.transfer(self._render(run, node.extension), context)
         run.result = "transferred"
         return "transferred"
+
+    async def _conference(self, run: _Run, node: ConferenceNode) -> str:
+        assert node.room is not None
+        room = self._render(run, node.room)
+        if not CONFERENCE_ROOM.fullmatch(room):
+            raise FlowRuntimeError(f"conference '{node.id}': room {room!r} is not a room name "
+                                   "(letters, digits, '_', '.', '-'; 1 to 64)")
+        left = await run.call.conference(room)  # a hangup in the room raises CallGone
+        if left != "left":
+            raise FlowRuntimeError(f"conference '{node.id}': Call.conference returned {left!r}, not 'left'")
+        return "next"
 
     # -- dial and prepaid -----------------------------------------------------------------------
 
@@ -559,11 +586,21 @@ class FlowRunner:
 
             spec = replace(spec, variables={**auth.dial_variables}, on_answer=on_answer)
         result: DialResult | None = None
+        transfers, next_flow = 0, None
         try:
-            if spec.groups:
-                result = await run.call.dial(spec)
-            else:
+            if not spec.groups:
                 result = DialResult(DialOutcome.FAILED, NO_TARGET_CAUSE)
+            elif auth is None and self.transfers is not None:
+                # Only unpaid dials are transferable: a transfer would hand the time the caller's
+                # authorization pays for to someone else.
+                context = DialContext(flow=run.flow.name, node=node.id, path=tuple(run.path),
+                                      variables=dict(run.variables), feature_codes=node.feature_codes)
+                moved = await self.transfers.dial(run.call, spec, context)
+                result, transfers, next_flow = moved.result, moved.transfers, moved.flow
+                for key, value in moved.data.items():
+                    run.variables[f"{DATA_VARIABLE_PREFIX}{key}"] = str(value)
+            else:
+                result = await run.call.dial(spec)
         finally:
             if auth is not None:
                 assert self.billing is not None
@@ -574,7 +611,10 @@ class FlowRunner:
             dial_cause=result.cause,
             dial_talk_ms=str(result.talk_us // 1000),
             dial_peer=result.peer_uuid or "",
+            dial_transfers=str(transfers),
         )
+        if next_flow is not None:  # a blind transfer sent the caller to another flow
+            return self._enter_flow(run, next_flow, f"dial '{node.id}'")
         if result.outcome is DialOutcome.ANSWERED:
             if result.caller_hung_up:  # the caller ended the bridge: nothing more to run
                 run.result, run.cause = "caller_hangup", result.cause

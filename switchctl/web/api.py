@@ -1,41 +1,79 @@
-"""A small read-only HTTP API on the controller: live prepaid calls, open booth sessions, health.
+"""A small HTTP API on the controller: live prepaid calls, open booth sessions, health, and the
+transfer feature's conversations (docs/TRANSFER.md) with a live event stream.
 
     api = WebApi(controller)
     await api.start("127.0.0.1", 8080)     # port 0: a free port, read back from `api.port`
     ...
     await api.close()
 
-Routes (all GET, JSON via orjson):
+Routes (JSON via orjson; GET unless said otherwise):
 - /api/calls   live prepaid calls (PrepaidService.live_calls): running cost so far, time left.
 - /api/booths  open booth sessions with their totals (Booths.list).
 - /api/health  each switch's connection and the number of calls the controller is running;
                503 when a switch we hold a connection to is down.
+- /api/conversations, /api/conversations/{uuid}: the transferable calls (TransferService), and
+  POST .../transfer {"mode": "blind"|"attended", "to": "<digits>"}, POST .../complete, .../cancel,
+  .../three-way, PATCH .../data {"key": "text", ...}: a refused request is 409 {"error": ...}, an
+  unknown conversation 404.
+- /api/events  the controller's EventBus as Server-Sent Events (`event: <kind>` / `data: <json>`),
+               `?kinds=screen_pop,transfer` to filter; the subscription ends when the client goes.
+A route whose feature the controller does not run (no store: billing; no `transfer:` section:
+transfers) answers 503.
 
 Money is always a decimal string ("0.05") next to its currency code, never a JSON number: a float
 cannot carry 0.01 exactly. Times are epoch µs (switch clock) plus an ISO-8601 UTC string; durations
 are seconds with millisecond precision (not money, a float is fine).
 
-Nothing here writes: no route changes a call, an account or a session.
+Only the conversation routes act on calls (through the transfer feature, which decides what may
+be done); nothing here changes an account or a session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from switchctl.billing.booths import Bill, Booths, booth_extensions
 from switchctl.billing.money import Money
+from switchctl.events import BusEvent, EventBus
 from switchctl.features.prepaid.service import LiveCallView
+from switchctl.features.transfer.errors import TransferError
 
 if TYPE_CHECKING:  # the controller imports this module to start it
     from switchctl.controller import Controller
 
 log = logging.getLogger(__name__)
 US_PER_S = 1_000_000
+
+TRANSFER_MODES = ("blind", "attended")
+ACTIONS = {"complete": "complete", "cancel": "cancel", "three-way": "three_way"}  # URL -> request action
+_TO_RE = re.compile(r"\+?[0-9*#]{1,32}")
+# As features/transfer/calldata.py checks them (a key becomes the flow variable data_<key>).
+_DATA_KEY_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+MAX_DATA_KEYS = 50
+MAX_DATA_VALUE = 1024
+_KIND_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+SSE_KEEPALIVE_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
+SSE_POLL_S = 1.0  # how often an idle stream looks whether its client went away
+
+
+class ConversationService(Protocol):
+    """What the API needs of features/transfer's TransferService (it raises TransferError)."""
+
+    def conversations(self) -> list[dict[str, Any]]: ...
+
+    def conversation(self, caller_uuid: str) -> dict[str, Any] | None: ...
+
+    async def request(self, caller_uuid: str, action: str, to: str | None = None) -> dict[str, Any]: ...
+
+    def set_data(self, caller_uuid: str, values: Mapping[str, str]) -> dict[str, Any]: ...
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -114,6 +152,16 @@ class WebApi:
         self.app.router.add_get("/api/calls", self.calls)
         self.app.router.add_get("/api/booths", self.booths)
         self.app.router.add_get("/api/health", self.health)
+        self.app.router.add_get("/api/conversations", self.conversations)
+        self.app.router.add_get("/api/conversations/{uuid}", self.conversation)
+        self.app.router.add_post("/api/conversations/{uuid}/transfer", self.transfer)
+        self.app.router.add_post("/api/conversations/{uuid}/{action:complete|cancel|three-way}", self.action)
+        self.app.router.add_patch("/api/conversations/{uuid}/data", self.set_data)
+        self.app.router.add_get("/api/events", self.events)
+        self.sse_keepalive = SSE_KEEPALIVE_S
+        self.sse_poll = SSE_POLL_S
+        self._streams: set[asyncio.Task[Any]] = set()  # handlers of open event streams
+        self._closing = False
         self._runner: web.AppRunner | None = None
         self._booths: Booths | None = None
         self.host = ""
@@ -136,7 +184,16 @@ class WebApi:
         self._runner = runner
         self.host, self.port = host, runner.addresses[0][1]
 
+    @property
+    def streams(self) -> int:
+        """Event streams open now."""
+        return len(self._streams)
+
     async def close(self) -> None:
+        # Open event streams never end on their own: end them, or cleanup waits for them.
+        self._closing = True
+        for task in tuple(self._streams):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -187,3 +244,143 @@ class WebApi:
             "billing": ctl.billing is not None,
         }
         return _json(body, 200 if ok else 503)
+
+    # -- transfer: conversations --------------------------------------------------------------
+
+    def _transfers(self) -> ConversationService | None:
+        return getattr(self.controller, "transfers", None)
+
+    @staticmethod
+    def _no_transfers() -> web.Response:
+        return _json({"error": "transfers are off: the site has no 'transfer:' section"}, 503)
+
+    @staticmethod
+    def _unknown(uuid: str) -> web.Response:
+        return _json({"error": f"no conversation {uuid}"}, 404)
+
+    @staticmethod
+    async def _body(request: web.Request) -> Any:
+        try:
+            return orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise web.HTTPBadRequest(reason=f"the body is not JSON: {exc}") from None
+
+    async def conversations(self, request: web.Request) -> web.Response:
+        service = self._transfers()
+        if service is None:
+            return self._no_transfers()
+        return _json({"conversations": service.conversations()})
+
+    async def conversation(self, request: web.Request) -> web.Response:
+        service = self._transfers()
+        if service is None:
+            return self._no_transfers()
+        uuid = request.match_info["uuid"]
+        found = service.conversation(uuid)
+        return self._unknown(uuid) if found is None else _json(found)
+
+    async def _request(self, request: web.Request, action: str, to: str | None = None) -> web.Response:
+        service = self._transfers()
+        if service is None:
+            return self._no_transfers()
+        uuid = request.match_info["uuid"]
+        if service.conversation(uuid) is None:
+            return self._unknown(uuid)
+        try:
+            return _json(await service.request(uuid, action, to))
+        except TransferError as exc:
+            return _json({"error": str(exc)}, 409)
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        if self._transfers() is None:
+            return self._no_transfers()
+        body = await self._body(request)
+        if not isinstance(body, dict) or set(body) - {"mode", "to"}:
+            return _json({"error": 'expected {"mode": "blind"|"attended", "to": "<digits>"}'}, 400)
+        mode, to = body.get("mode"), body.get("to")
+        if mode not in TRANSFER_MODES:
+            return _json({"error": f"mode must be one of {', '.join(TRANSFER_MODES)}, not {mode!r}"}, 400)
+        if not isinstance(to, str) or not _TO_RE.fullmatch(to):
+            return _json({"error": f"to must be the number to transfer to (digits, * or #), not {to!r}"}, 400)
+        return await self._request(request, mode, to)
+
+    async def action(self, request: web.Request) -> web.Response:
+        return await self._request(request, ACTIONS[request.match_info["action"]])
+
+    async def set_data(self, request: web.Request) -> web.Response:
+        service = self._transfers()
+        if service is None:
+            return self._no_transfers()
+        body = await self._body(request)
+        problem = _data_problem(body)
+        if problem:
+            return _json({"error": problem}, 400)
+        uuid = request.match_info["uuid"]
+        if service.conversation(uuid) is None:
+            return self._unknown(uuid)
+        try:
+            return _json(service.set_data(uuid, body))
+        except TransferError as exc:
+            return _json({"error": str(exc)}, 409)
+
+    # -- live events ------------------------------------------------------------------------------
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        bus: EventBus | None = getattr(self.controller, "events", None)
+        if bus is None:
+            return _json({"error": "no event bus: the controller publishes no events"}, 503)
+        kinds: set[str] | None = None
+        if "kinds" in request.query:
+            kinds = {k.strip() for k in request.query["kinds"].split(",") if k.strip()}
+            if not kinds or not all(_KIND_RE.fullmatch(k) for k in kinds):
+                return _json({"error": "kinds must be a comma-separated list of event kinds"}, 400)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            with bus.subscribe(kinds) as sub:
+                await response.write(b": subscribed\n\n")  # the client knows it will miss nothing from now
+                idle = 0.0
+                while request.transport is not None and not request.transport.is_closing():
+                    try:
+                        event = await asyncio.wait_for(sub.get(), self.sse_poll)
+                    except TimeoutError:
+                        idle += self.sse_poll
+                        if idle >= self.sse_keepalive:
+                            idle = 0.0
+                            await response.write(b": keepalive\n\n")
+                        continue
+                    idle = 0.0
+                    await response.write(sse_frame(event))
+        except ConnectionError:
+            pass  # the client went: the subscription is closed above
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        finally:
+            self._streams.discard(task)
+        return response
+
+
+def sse_frame(event: BusEvent) -> bytes:
+    """One Server-Sent Event: `event: <kind>`, `data: <payload as JSON>` (one line: orjson never
+    writes a newline), and the blank line that ends it."""
+    data = orjson.dumps(event.payload, default=str)
+    return b"event: " + event.kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _data_problem(body: Any) -> str | None:
+    """Why a PATCH .../data body is refused (None: it is a JSON object of short texts)."""
+    if not isinstance(body, dict) or not body:
+        return "expected a non-empty JSON object of \"key\": \"text\""
+    if len(body) > MAX_DATA_KEYS:
+        return f"at most {MAX_DATA_KEYS} keys at once"
+    for key, value in body.items():
+        if not _DATA_KEY_RE.fullmatch(key):
+            return f"key {key!r} must be a name (letters, digits, _; at most 64)"
+        if not isinstance(value, str) or len(value) > MAX_DATA_VALUE:
+            return f"value of {key!r} must be text of at most {MAX_DATA_VALUE} characters"
+    return None
