@@ -76,6 +76,7 @@ from ..ari.models import (
 from . import asterisk_record
 from .asterisk_adopt import AsteriskAdoptedCall, AsteriskAdopter
 from .asterisk_dial import DIAL_LEG_ARG, Dialer, DialLeg, timestamp_us
+from .asterisk_legs import AsteriskLeg, LegBook, Music
 from .asterisk_media import (
     MediaError,
     MediaList,
@@ -96,8 +97,9 @@ from .call import (
     CollectSpec,
     DialResult,
     DialSpec,
-    LiveChannel,
     Leg,
+    LiveChannel,
+    OriginateSpec,
     Recording,
     RecordResult,
     RecordSpec,
@@ -193,6 +195,9 @@ class AsteriskCall(Call):
         self._destroy_timer: asyncio.TimerHandle | None = None
         self._announcements: set[asyncio.Task[None]] = set()
         self._recording_waiters: dict[str, asyncio.Future[Any]] = {}  # live recording name -> its end
+        # The switch's Legs, feature bridges and rooms (asterisk_legs.py), for hold/bridge/conference.
+        self.book: LegBook | None = None
+        self._hold: Music | None = None  # hold music running until the next operation
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -341,6 +346,19 @@ class AsteriskCall(Call):
             raise CallGone(self._cause)
         if self.transferred or self._transferring:
             raise CallError(f"call {self.uuid} was transferred to the dialplan; it is no longer ours")
+
+    async def _ready(self) -> None:
+        """Before an operation: the call is ours and up, and hold music (Call.hold) is stopped."""
+        self._check()
+        if self._hold is not None:
+            hold, self._hold = self._hold, None
+            await hold.stop()
+            self._check()
+
+    def _features(self) -> LegBook:
+        if self.book is None:
+            raise CallError("transfer and conference need the call's AsteriskSwitch")
+        return self.book
 
     async def _rest(self, what: str, operation: Awaitable[Any]) -> Any:
         """One REST call on this channel; a 404 "Channel not found" means the channel is gone."""
@@ -503,19 +521,19 @@ class AsteriskCall(Call):
         self.mark_answered()
 
     async def play(self, prompts: Sequence[str]) -> None:
-        self._check()
+        await self._ready()
         if prompts:
             await self._play_segments(self._segments(prompts), barge_in=False)
 
     async def say(self, value: str, kind: SayKind, language: str = "en") -> None:
-        self._check()
+        await self._ready()
         if not value.isdigit():
             raise CallError(f"say {kind.value}: '{value}' is not a string of digits")
         scheme = "number" if kind is SayKind.NUMBER else "digits"
         await self._play_one(f"{scheme}:{value}", seconds=None, barge_in=False, lang=language or self.language)
 
     async def collect(self, spec: CollectSpec) -> CollectResult:
-        self._check()
+        await self._ready()
         if spec.max_digits < 1 or spec.min_digits > spec.max_digits:
             raise CallError(f"collect: bad digit bounds min={spec.min_digits} max={spec.max_digits}")
         segments = self._segments(spec.prompts)
@@ -559,7 +577,7 @@ class AsteriskCall(Call):
     async def dial(self, spec: DialSpec) -> DialResult:
         """Outgoing legs into our app, ringing on our own timers, the first answer bridged with
         this channel in a mixing bridge (asterisk_dial.py says how and why)."""
-        self._check()
+        await self._ready()
         if self._dialer is not None:
             raise CallError("dial: this call is already dialing")
         dialer = Dialer(self, spec)
@@ -618,23 +636,27 @@ class AsteriskCall(Call):
                 started.set_result(None)
 
     async def record(self, spec: RecordSpec) -> RecordResult:
+        await self._ready()
         return await asterisk_record.record(self, spec)  # see asterisk_record.py
 
     async def start_recording(self, path: str) -> Recording:
         return await asterisk_record.start_recording(self, path)  # a Snoop channel, see asterisk_record.py
 
-    # INTERIM (session 3): replaced by the transfer primitives being built now.
+    # Transfer and conference primitives: asterisk_legs.py says what each sends.
     async def hold(self, music: str | None = None) -> None:
-        raise CallError("hold: not implemented yet")
+        await self._ready()
+        await self._features().call_hold(self, music)
 
     async def bridge(self, leg: Leg) -> DialResult:
-        raise CallError("bridge: not implemented yet")
+        await self._ready()
+        return await self._features().call_bridge(self, leg)
 
     async def conference(self, room: str) -> str:
-        raise CallError("conference: not implemented yet")
+        await self._ready()
+        return await self._features().call_conference(self, room)
 
     async def transfer(self, extension: str, context: str | None = None) -> None:
-        self._check()
+        await self._ready()
         if not extension or re.search(r"[\s,|]", extension):
             raise CallError(f"transfer: bad extension '{extension}'")
         target = context or self.context
@@ -658,6 +680,9 @@ class AsteriskCall(Call):
             return
         if self._our_hangup is None:
             self._our_hangup = cause
+        if self._hold is not None:  # the channel takes its music with it
+            self._hold.drop()
+            self._hold = None
         try:
             await self._hang_up_channel(cause)
         finally:
@@ -790,6 +815,8 @@ class AsteriskSwitch(Switch):
         self.resyncs = 0
         # Calls a previous controller left live, taken over after a restart (asterisk_adopt.py).
         self.adopter = AsteriskAdopter(name, client, sound_uri)
+        # Legs features drive, feature bridges and conference rooms (asterisk_legs.py).
+        self.book = LegBook(name, client, sound_uri, self.legs, self.calls)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -822,6 +849,7 @@ class AsteriskSwitch(Switch):
 
     async def stop(self, grace: float = 0.0) -> None:
         await self.drain(grace)
+        await self.book.close()
         await self.adopter.close()
         await self.stream.stop()
         await self.client.close()
@@ -830,7 +858,9 @@ class AsteriskSwitch(Switch):
 
     def _route(self, event: Event) -> None:
         if self.legs:
-            for leg_id in event.channel_ids:
+            # a leg's playbacks (Leg.announce, park music) name it only in their target_uri
+            ids = event.channel_ids if not isinstance(event, PlaybackEvent) else (_channel_id(event),)
+            for leg_id in ids:
                 leg = self.legs.get(leg_id)
                 if leg is not None:
                     leg.on_event(event)
@@ -888,6 +918,7 @@ class AsteriskSwitch(Switch):
         call = AsteriskCall(self.client, info, sound_uri=self.sound_uri, context=channel.dialplan.context,
                             language=channel.language, legs=self.legs)
         call.recording_dir = self.recording_dir
+        call.book = self.book
         self.calls[channel.id] = call
         task = asyncio.create_task(self._run_call(call), name=f"ari-call-{channel.id}")
         self._tasks.add(task)
@@ -989,6 +1020,17 @@ class AsteriskSwitch(Switch):
     async def adopt(self, uuid: str) -> AsteriskAdoptedCall:
         """Take over channel `uuid` after a controller restart (asterisk_adopt.py)."""
         return await self.adopter.adopt(uuid)
+
+    async def originate(self, spec: OriginateSpec) -> AsteriskLeg:
+        """A new outgoing leg into our app, answered and parked (asterisk_legs.py)."""
+        return await self.book.originate(spec)
+
+    async def take_leg(self, uuid: str) -> AsteriskLeg:
+        """The answered peer of a running dial as a Leg (asterisk_legs.py)."""
+        return await self.book.take_leg(uuid)
+
+    async def conference_remove(self, room: str, uuid: str) -> None:
+        await self.book.conference_remove(room, uuid)
 
     async def api(self, command: str) -> str:
         """An ARI request as text: `GET /asterisk/info`, `PUT /asterisk/modules/res_pjsip.so`.

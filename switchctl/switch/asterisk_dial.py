@@ -42,17 +42,20 @@ import contextlib
 import logging
 import re
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..ari import AriError, AriNotFound, fs_cause_name, q850_code
+from ..ari import AriClient, AriError, AriNotFound, fs_cause_name, q850_code
 from ..ari.models import (
     ChannelDestroyed,
+    ChannelDtmfReceived,
     ChannelHangupRequest,
+    ChannelLeftBridge,
     ChannelStateChange,
     Dial,
     Event,
+    PlaybackFinished,
     StasisEnd,
     StasisStart,
     Timestamp,
@@ -92,6 +95,11 @@ NOT_RESPONDING = "RECOVERY_ON_TIMER_EXPIRE"  # rang out without any sign of life
 CREATE_FAILED = "NO_ROUTE_DESTINATION"  # Asterisk refused to create the channel (unknown endpoint)
 LOSER_REASON_CODE = 26  # Q.850 "non-selected user clearing": SIP "Call completed elsewhere"
 NO_ANSWER_REASON = "no_answer"  # DELETE reason for legs that rang out (Q.850 19, SIP 480/CANCEL)
+# Every bridge we make: mixing, and `dtmf_events` so that Asterisk keeps the media in its core (no
+# native RTP bridge between two PJSIP legs, which would carry RFC 2833 past it): a bridged leg's
+# keys then still come as ChannelDtmfReceived (in-call feature codes, asterisk_legs.py).
+BRIDGE_TYPE = "mixing,dtmf_events"
+TRANSFERRED = "TRANSFERRED"  # the cause of a bridge a feature ended by moving the leg away (call.py)
 _ADDRESS = re.compile(r"[A-Za-z0-9_.+*#\-]+")
 _URI = re.compile(r"sips?:[^\s,&'\"<>]+")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -144,6 +152,12 @@ class DialLeg:
         self.ended_at_us = 0  # the first hangup event's timestamp
         self._hangup_cause: int | None = None
         self._grace: asyncio.TimerHandle | None = None
+        # Once a feature drives the leg (asterisk_legs.py): its keys, its playbacks' ends, and when
+        # it left which bridge (ChannelLeftBridge timestamp, µs: the end of a bridge it was moved out of).
+        self.dtmf_handler: Callable[[str], None] | None = None
+        self.playbacks: dict[str, asyncio.Future[str]] = {}
+        self.left_bridge_us: dict[str, int] = {}
+        self.left_bridge = asyncio.Event()
 
     @property
     def gone(self) -> bool:
@@ -174,6 +188,20 @@ class DialLeg:
         elif isinstance(event, ChannelDestroyed):
             self._mark_end(event)
             self._finish(self.our_cause or fs_cause_name(event.cause))
+        elif isinstance(event, ChannelDtmfReceived):
+            if self.dtmf_handler is not None and not self.gone:
+                try:
+                    self.dtmf_handler(event.digit)
+                except Exception:  # a feature's handler must not break the event router
+                    log.exception("dtmf handler failed", extra={"leg": self.id})
+        elif isinstance(event, PlaybackFinished):
+            waiter = self.playbacks.get(event.playback.id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.playback.state)
+        elif isinstance(event, ChannelLeftBridge):
+            if len(self.left_bridge_us) < 64:
+                self.left_bridge_us[event.bridge.id] = timestamp_us(event.timestamp)
+            self.left_bridge.set()
 
     def _mark_end(self, event: Event) -> None:
         if not self.ended_at_us:
@@ -184,6 +212,23 @@ class DialLeg:
             self._grace.cancel()
         if not self.destroyed.done():
             self.destroyed.set_result(cause)
+        for waiter in self.playbacks.values():
+            if not waiter.done():
+                waiter.set_result("failed")
+
+    async def left_bridge_at(self, bridge_id: str, wait: float = DESTROY_GRACE_S) -> int:
+        """The switch's time this leg left `bridge_id` (its ChannelLeftBridge, which Asterisk sends
+        before the REST answer of the move but over the other connection); 0 if it did not come."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while bridge_id not in self.left_bridge_us and not self.gone:
+            self.left_bridge.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.left_bridge.wait(), remaining)
+        return self.left_bridge_us.get(bridge_id, 0)
 
     def lost(self, cause: str | None = None) -> None:
         """The channel vanished without ChannelDestroyed (zombie, resync, Asterisk gone)."""
@@ -266,22 +311,79 @@ def ringback_segments(media: str, sound_uri: Any) -> list[Segment]:
 
 def leg_variables(call: AsteriskCall, spec: DialSpec) -> dict[str, str]:
     """Channel variables of every outgoing leg: the caller id B sees, and spec.variables.
-
-    PJSIP builds the outgoing From from the channel's connected-line party, so that is what we
-    set (CONNECTEDLINE); by default the caller's own number and name, as FreeSWITCH passes them.
-    """
-    variables: dict[str, str] = {}
+    By default the caller's own number and name, as FreeSWITCH passes them."""
     number = spec.caller_id_number if spec.caller_id_number is not None else call.info.caller_number
     name = spec.caller_id_name if spec.caller_id_name is not None else call.info.caller_name
+    return channel_variables(number, name, spec.variables)
+
+
+def channel_variables(number: str | None, name: str | None, extra: Mapping[str, str]) -> dict[str, str]:
+    """A new outgoing channel's variables. PJSIP builds the outgoing From from the channel's
+    connected-line party, so the caller id the far end sees is CONNECTEDLINE."""
+    variables: dict[str, str] = {}
     if number:
         variables["CONNECTEDLINE(num)"] = number
     if name:
         variables["CONNECTEDLINE(name)"] = name
-    for key, value in spec.variables.items():
+    for key, value in extra.items():
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+(\([A-Za-z0-9_,.\-]*\))?", key):
             raise CallError(f"dial: bad channel variable name '{key}'")
         variables[key] = str(value)
     return variables
+
+
+async def hang_up_leg(client: AriClient, leg: DialLeg, cause: str, *, reason: str | None = None,
+                      reason_code: int | None = None) -> None:
+    """DELETE an outgoing leg, remembering `cause` as the one to report for it."""
+    if leg.our_cause is None:
+        leg.our_cause = cause
+    if reason is None and reason_code is None:
+        reason_code = q850_code(cause)
+    try:
+        await client.hangup(leg.id, reason=reason, reason_code=reason_code)
+    except AriNotFound:
+        leg.lost()  # gone already (or a zombie that DELETE no longer knows, captures 22)
+    except AriError as exc:
+        log.warning("hangup of an outgoing leg failed: %s", exc, extra={"leg": leg.id})
+
+
+async def wait_leg_gone(leg: DialLeg) -> None:
+    """Wait (bounded) for a leg we hung up to be destroyed; take it as gone after LEG_GONE_S."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(leg.destroyed), LEG_GONE_S)
+    if not leg.gone:
+        log.warning("outgoing leg not confirmed gone", extra={"leg": leg.id})
+        leg.lost()
+
+
+async def start_leg(client: AriClient, leg: DialLeg, endpoint: str, variables: Mapping[str, str], *,
+                    app_args: Sequence[str], originator: str | None = None,
+                    abort: Iterable[asyncio.Future[Any]] = ()) -> str | None:
+    """Create and dial `leg` (already registered with the switch, so its events reach it whatever
+    comes first); None once it was dialled, else the failure cause (the leg is then gone or being
+    hung up). `abort`: futures that end the wait for its StasisStart (the caller hung up)."""
+    try:
+        await client.create_channel(endpoint, app_args=list(app_args), channel_id=leg.id,
+                                    originator=originator, variables=dict(variables))
+    except AriError as exc:
+        log.info("dial: Asterisk refused %s: %s", endpoint, exc, extra={"leg": leg.id})
+        leg.lost(CREATE_FAILED)
+        return CREATE_FAILED
+    # The create's 200 can beat the channel's entry into Stasis, and a /dial before that is
+    # refused with 409 "Channel not in Stasis application" (seen on Asterisk 22.10).
+    await asyncio.wait({leg.in_stasis, leg.destroyed, *abort}, timeout=STASIS_WAIT_S,
+                       return_when=asyncio.FIRST_COMPLETED)
+    if leg.gone or not leg.in_stasis.done():
+        if not leg.gone:
+            await hang_up_leg(client, leg, CREATE_FAILED)
+        return CREATE_FAILED
+    try:
+        await client.dial(leg.id, timeout=int(leg.timeout) + ASTERISK_TIMEOUT_MARGIN_S)
+    except AriError as exc:
+        log.info("dial: Asterisk refused to dial %s: %s", endpoint, exc, extra={"leg": leg.id})
+        await hang_up_leg(client, leg, CREATE_FAILED)
+        return CREATE_FAILED
+    return None
 
 
 class Dialer:
@@ -295,6 +397,19 @@ class Dialer:
         self.peer: DialLeg | None = None
         self.bridge_id: str | None = None
         self.ringback = _Ringback(call, spec.ringback)
+        # A feature took the answered peer away (asterisk_legs.py: Leg.park/bridge/join_conference):
+        # the bridge ends with TRANSFERRED and the peer is no longer this dial's to hang up.
+        self.released = False
+        self._moved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def release_peer(self) -> None:
+        """Give the answered peer to a feature: `run` returns ANSWERED/TRANSFERRED, the peer stays up."""
+        self.released = True
+        if not self._moved.done():
+            self._moved.set_result(None)
+
+    def _ours(self, leg: DialLeg) -> bool:
+        return not (self.released and leg is self.peer)
 
     # -- the whole dial ------------------------------------------------------------------------
 
@@ -324,11 +439,12 @@ class Dialer:
         """No leg left behind, no bridge, no ringback: whatever happened."""
         with contextlib.suppress(Exception):
             await self.ringback.stop()
-        for leg in self.legs:
+        legs = [leg for leg in self.legs if self._ours(leg)]  # a released peer is a feature's Leg now
+        for leg in legs:
             if not leg.gone:
                 await self._hang_up_leg(leg, leg.our_cause or "NORMAL_CLEARING")
-        await asyncio.gather(*(self._wait_gone(leg) for leg in self.legs))
-        for leg in self.legs:
+        await asyncio.gather(*(self._wait_gone(leg) for leg in legs))
+        for leg in legs:
             self.call.legs.pop(leg.id, None)
         if self.bridge_id is not None:
             bridge, self.bridge_id = self.bridge_id, None
@@ -336,24 +452,11 @@ class Dialer:
                 await self.client.destroy_bridge(bridge)
 
     async def _wait_gone(self, leg: DialLeg) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(leg.destroyed), LEG_GONE_S)
-        if not leg.gone:
-            log.warning("outgoing leg not confirmed gone", extra={"call": self.call.uuid, "leg": leg.id})
-            leg.lost()
+        await wait_leg_gone(leg)
 
     async def _hang_up_leg(self, leg: DialLeg, cause: str, *, reason: str | None = None,
                            reason_code: int | None = None) -> None:
-        if leg.our_cause is None:
-            leg.our_cause = cause
-        if reason is None and reason_code is None:
-            reason_code = q850_code(cause)
-        try:
-            await self.client.hangup(leg.id, reason=reason, reason_code=reason_code)
-        except AriNotFound:
-            leg.lost()  # gone already (or a zombie that DELETE no longer knows, captures 22)
-        except AriError as exc:
-            log.warning("hangup of an outgoing leg failed: %s", exc, extra={"call": self.call.uuid, "leg": leg.id})
+        await hang_up_leg(self.client, leg, cause, reason=reason, reason_code=reason_code)
 
     # -- ringing -------------------------------------------------------------------------------
 
@@ -373,29 +476,9 @@ class Dialer:
         leg = DialLeg(str(uuidlib.uuid4()), target, timeout)
         self.call.legs[leg.id] = leg  # before the POST: StasisStart may beat its answer
         self.legs.append(leg)
-        try:
-            await self.client.create_channel(
-                endpoint, app_args=[DIAL_LEG_ARG, self.call.uuid], channel_id=leg.id,
-                originator=self.call.uuid, variables=variables)
-        except AriError as exc:
-            log.info("dial: Asterisk refused %s: %s", endpoint, exc, extra={"call": self.call.uuid})
-            leg.lost(CREATE_FAILED)
-            return CREATE_FAILED
-        # The create's 200 can beat the channel's entry into Stasis, and a /dial before that is
-        # refused with 409 "Channel not in Stasis application" (seen on Asterisk 22.10).
-        await asyncio.wait({leg.in_stasis, leg.destroyed, self.call._gone}, timeout=STASIS_WAIT_S,
-                           return_when=asyncio.FIRST_COMPLETED)
-        if leg.gone or not leg.in_stasis.done():
-            if not leg.gone:
-                await self._hang_up_leg(leg, CREATE_FAILED)
-            return CREATE_FAILED
-        try:
-            await self.client.dial(leg.id, timeout=int(timeout) + ASTERISK_TIMEOUT_MARGIN_S)
-        except AriError as exc:
-            log.info("dial: Asterisk refused to dial %s: %s", endpoint, exc, extra={"call": self.call.uuid})
-            await self._hang_up_leg(leg, CREATE_FAILED)
-            return CREATE_FAILED
-        return leg
+        failed = await start_leg(self.client, leg, endpoint, variables, app_args=[DIAL_LEG_ARG, self.call.uuid],
+                                 originator=self.call.uuid, abort=[self.call._gone])
+        return leg if failed is None else failed
 
     async def _ring_group(self, group: list[DialTarget], endpoints: dict[int, str], variables: dict[str, str],
                           last: tuple[str, DialTarget | None]) -> tuple[DialLeg | None, tuple[str, DialTarget | None]]:
@@ -459,7 +542,7 @@ class Dialer:
             await call.answer()  # a bridge does not answer a ringing channel by itself
         self.bridge_id = f"switchctl-dial-{call.uuid}"
         try:
-            await self.client.create_bridge(type="mixing", bridge_id=self.bridge_id)
+            await self.client.create_bridge(type=BRIDGE_TYPE, bridge_id=self.bridge_id)
         except AriError as exc:
             self.bridge_id = None
             raise CallError(f"dial: could not create the bridge: {exc}") from None
@@ -469,26 +552,38 @@ class Dialer:
         # From here on the answer counted (billing armed): a caller gone now ends an ANSWERED dial.
         if call.gone:
             return await self._caller_ended(peer, answered_at)
+        if self.released:
+            return await self._transferred(peer, answered_at)
         if peer.gone:
             return self._bridged_result(peer, answered_at, caller_ended=False)
         try:
             await self.client.add_channel(self.bridge_id, [call.uuid, peer.id])
         except AriError as exc:
             # Not `call._rest`: a "Channel not found" here may be about B, who just hung up.
-            await asyncio.wait({call._gone, peer.destroyed}, timeout=DESTROY_GRACE_S,
+            await asyncio.wait({call._gone, peer.destroyed, self._moved}, timeout=DESTROY_GRACE_S,
                                return_when=asyncio.FIRST_COMPLETED)
             if call.gone:
                 return await self._caller_ended(peer, answered_at)
+            if self.released:
+                return await self._transferred(peer, answered_at)
             if peer.gone:
                 return self._bridged_result(peer, answered_at, caller_ended=False)
             raise CallError(f"dial: could not bridge the call with {peer.id}: {exc}") from None
-        await asyncio.wait({call._gone, peer.destroyed}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({call._gone, peer.destroyed, self._moved}, return_when=asyncio.FIRST_COMPLETED)
         if call.gone:
             return await self._caller_ended(peer, answered_at)
+        if self.released:
+            return await self._transferred(peer, answered_at)
         return self._bridged_result(peer, answered_at, caller_ended=False)
 
+    async def _transferred(self, peer: DialLeg, answered_at: int) -> DialResult:
+        """A feature moved the peer away: the bridge ended when the peer left it (its
+        ChannelLeftBridge), both parties are up, the peer is the feature's now."""
+        ended = await peer.left_bridge_at(self.bridge_id) if self.bridge_id else 0
+        return DialResult(DialOutcome.ANSWERED, TRANSFERRED, peer.target, peer.id, answered_at, ended, False)
+
     async def _caller_ended(self, peer: DialLeg, answered_at: int) -> DialResult:
-        if not peer.gone:
+        if not peer.gone and not self.released:
             await self._hang_up_leg(peer, self.call.hangup_cause or "NORMAL_CLEARING")
             await self._wait_gone(peer)
         return self._bridged_result(peer, answered_at, caller_ended=True)
@@ -505,6 +600,6 @@ class Dialer:
     async def end_peer(self, cause: str) -> None:
         """The caller's side is being hung up (AsteriskCall.hangup): end the bridged party too."""
         peer = self.peer
-        if peer is not None and not peer.gone:
+        if peer is not None and not peer.gone and not self.released:
             await self._hang_up_leg(peer, cause)
             await self._wait_gone(peer)

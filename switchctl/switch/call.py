@@ -218,6 +218,13 @@ class Recording(abc.ABC):
         """Finish the file. Idempotent; a recording of a call that ended is already finished."""
 
 
+# What a held caller hears when no music is given and the switch has none to offer (neither the
+# rendered FreeSWITCH, without mod_local_stream, nor the rendered Asterisk, without MOH files, has
+# music): a soft double beep every 3 s, so the caller knows the line is alive. Silence is what
+# callers take for a dropped call.
+HOLD_TONE = "tone_stream://%(400,200,400,450);%(400,2000,400,450);loops=-1"
+
+
 class DialFailed(CallError):
     """`Switch.originate` ended without an answer: `outcome` (never ANSWERED) and the switch's cause."""
 

@@ -22,24 +22,18 @@ import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 
 from ..esl.codec import CommandReply, Event
-from ..esl.errors import ChannelHungUp, CommandError, ConnectionLost, ESLError, ReplyTimeout
+from ..esl.errors import (
+    ChannelHungUp,
+    CommandError,
+    ConnectionLost,
+    ESLError,
+    ReplyTimeout,
+)
 from ..esl.inbound import InboundClient
 from ..esl.outbound import OutboundSession
-from .freeswitch_adopt import FreeSwitchAdopter, sched_hangup_time
-from .freeswitch_legs import (
-    LEGS,
-    FreeSwitchLeg,
-    LegTracker,
-    check_prompt,
-    check_room,
-    conference_transfer_command,
-    member_id_for,
-)
 from .call import (
+    HOLD_TONE,
     AdoptedCall,
-    LiveChannel,
-    Leg,
-    OriginateSpec,
     Call,
     CallError,
     CallGone,
@@ -52,12 +46,25 @@ from .call import (
     DialResult,
     DialSpec,
     DialTarget,
-    dial_outcome_for_cause,
-    RecordResult,
+    Leg,
+    LiveChannel,
+    OriginateSpec,
     Recording,
+    RecordResult,
     RecordSpec,
     SayKind,
     Switch,
+    dial_outcome_for_cause,
+)
+from .freeswitch_adopt import FreeSwitchAdopter, sched_hangup_time
+from .freeswitch_legs import (
+    LEGS,
+    FreeSwitchLeg,
+    LegTracker,
+    check_prompt,
+    check_room,
+    conference_transfer_command,
+    member_id_for,
 )
 
 log = logging.getLogger("switchctl.freeswitch")
@@ -661,7 +668,7 @@ class FreeSwitchCall(Call):
     # would come with no completion of ours. When the leg hangs up or a feature moves it, the caller
     # is kicked (`conference <room> kick <id>`: mod_conference lets a kicked member's channel go on,
     # captures s4 x4 L2: the app completed with Answer-State answered).
-    HOLD_MUSIC_FALLBACK = "tone_stream://%(400,200,400,450);%(400,2000,400,450);loops=-1"
+    HOLD_MUSIC_FALLBACK = HOLD_TONE
     HOLD_MUSIC_STREAM = "local_stream://moh"
     BRIDGE_PROFILE = "switchctl_bridge"
     HOLD_BREAK_RETRY = 1.0
