@@ -143,6 +143,8 @@ bench: setup
 	$(BIN)/python bench/flow_cps.py
 	$(BIN)/python bench/rating.py
 	$(BIN)/python bench/ari_cps.py
+	$(BIN)/python bench/cutoff.py
+	$(BIN)/python bench/transfer.py
 
 asterisk-start:
 	tools/asterisk-setup.sh start
