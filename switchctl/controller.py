@@ -27,10 +27,11 @@ from .events import EventBus
 from .features.ivr import IvrFeature
 from .features.prepaid.cutoff import wall_us
 from .features.prepaid.wiring import PrepaidWiring
-from .features.voicemail import MailSettings, Mailboxes, Voicemail
+from .features.voicemail import Mailboxes, MailSettings, Voicemail
 from .flows import FlowRunner, FlowSet, FlowTrace
 from .store.database import Store
-from .switch.asterisk import AsteriskCall, AsteriskSwitch, sound_uri_for_site
+from .switch.asterisk import AsteriskCall, AsteriskSwitch, site_sound_uri
+from .switch.asterisk_media import RECORDING_DIR
 from .switch.call import Switch
 from .switch.freeswitch import (
     CALL_EVENTS,
@@ -135,6 +136,9 @@ class Controller:
                 )
                 self.clients[sw.name] = client
                 fs_switch = FreeSwitchSwitch(sw.name, client)
+                # Targets a feature originates (a transfer's) are phones of the site's directory
+                # domain, like a flow's dial (which reads it from the caller's channel).
+                fs_switch.domain = sw.domain
                 self.switches[sw.name] = fs_switch
                 self._tasks.append(asyncio.create_task(client.run(self._stop), name=f"inbound-{sw.name}"))
                 if self.billing is not None:
@@ -179,11 +183,14 @@ class Controller:
     def _start_asterisk(self, sw: SwitchConfig) -> None:
         assert sw.ari is not None
         client = AriClient(sw.ari.url, sw.ari.user, sw.ari.password, sw.ari.app)
+        recording_dir = str(sw.recording_dir or RECORDING_DIR)
         switch = AsteriskSwitch(
             sw.name, client,
-            sound_uri=sound_uri_for_site(self.site.name, self.site.sound_dirs),
+            sound_uri=site_sound_uri(self.site.name, [str(d) for d in self.site.sound_dirs],
+                                     recording_dir=recording_dir),
             on_call=lambda call, name=sw.name: self.handle_asterisk_call(call, name),
         )
+        switch.recording_dir = recording_dir  # where Asterisk records: voicemail and recordings live under it
         switch.start()  # connects (and reconnects) in the background
         self.asterisks[sw.name] = switch
         self.switches[sw.name] = switch

@@ -226,6 +226,25 @@ def test_asterisk_switch(tmp_path: Path) -> None:
     assert "ari password must not contain spaces" in msg
 
 
+def test_asterisk_recording_dir_and_a_voicemail_spool_outside_it(tmp_path: Path) -> None:
+    (tmp_path / "dialplans").mkdir(exist_ok=True)
+    assert load_site(write_site(tmp_path, ASTERISK)).switches[0].recording_dir is None  # the stock one
+    moved = ASTERISK.replace("    sip: {", "    recording_dir: /srv/ast/spool/recording\n    sip: {")
+    vm_inside = moved + "voicemail: {spool: /srv/ast/spool/recording/vm}\n"
+    site = load_site(write_site(tmp_path, vm_inside))
+    assert str(site.switches[0].recording_dir) == "/srv/ast/spool/recording"
+    # Asterisk records nowhere else: a spool outside it fails at load, not at the first message
+    msg = error_of(tmp_path, ASTERISK + "voicemail: {spool: /var/spool/switchctl/voicemail}\n")
+    assert "site.yaml:8:" in msg and "voicemail spool '/var/spool/switchctl/voicemail' is not a folder under " \
+        "/var/spool/asterisk/recording, where Asterisk switch 'ast1' records" in msg
+    msg = error_of(tmp_path, moved + "voicemail: {spool: /var/spool/asterisk/recording/vm}\n")
+    assert "not a folder under /srv/ast/spool/recording" in msg
+    msg = error_of(tmp_path, ASTERISK.replace("    sip: {", "    recording_dir: spool/rec\n    sip: {"))
+    assert "recording_dir 'spool/rec' must be absolute" in msg
+    msg = error_of(tmp_path, BASE.replace("  - name: fs1\n", "  - name: fs1\n    recording_dir: /x\n"))
+    assert "takes no 'recording_dir'" in msg
+
+
 # --- numbering, screening, holidays ---------------------------------------------------------------
 
 NUMBERING_OK = BASE + """\

@@ -184,6 +184,8 @@ def _write_site(folder: Path, env: PrivateAsterisk, smtp_port: int) -> Path:
         f"    sip: {{ip: 127.0.0.1, port: {env.sip_port}}}",
         f"    conf_dir: {env.conf_dir}",
         f"    cdr: {{format: custom, path: {env.state_dir / 'log'}}}",
+        # this private Asterisk records under its own astspooldir, not /var/spool/asterisk
+        f"    recording_dir: {env.state}/spool/recording",
         "flows: dialplans/",
         "sounds: [sounds/]",
         "phones:",
@@ -311,11 +313,9 @@ async def vm(vm_asterisk: VmAsterisk, tmp_path: Path) -> AsyncIterator[VmRig]:
     controller.on_trace = lambda uuid, trace: traces.append((uuid, trace))
     await controller.start()
     switch = controller.asterisks["ast1"]
-    # This private Asterisk records under its own astspooldir, not /var/spool/asterisk: tell the
-    # backend (recording) and the media mapping (playback) where that is.
+    # the site's recording_dir reached the backend (recording) and the media mapping (playback)
     recording_dir = f"{env.state}/spool/recording"
-    switch.recording_dir = recording_dir
-    switch.sound_uri = site_sound_uri(site.name, [str(d) for d in site.sound_dirs], recording_dir=recording_dir)
+    assert switch.recording_dir == recording_dir
     played: list[Played] = []
 
     def on_playback(event) -> None:  # type: ignore[no-untyped-def]

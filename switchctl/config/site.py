@@ -23,12 +23,16 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
 from switchctl.config.yamlsrc import Mark, SourceError, YList, YMap, load_file
-from switchctl.features.transfer.options import DEFAULT_CODES, TransferOptions, TransferRoute
+from switchctl.features.transfer.options import (
+    DEFAULT_CODES,
+    TransferOptions,
+    TransferRoute,
+)
 from switchctl.numbering import (
     Delete,
     HolidayCalendar,
@@ -43,10 +47,11 @@ from switchctl.numbering import (
     expand_prefix,
     parse_date_item,
 )
+from switchctl.switch.asterisk_media import RECORDING_DIR  # pure constants, no I/O
 
 __all__ = [
-    "EslConfig",
     "Endpoint",
+    "EslConfig",
     "Gateway",
     "Phone",
     "Site",
@@ -119,6 +124,9 @@ class SwitchConfig:
     # Asterisk: its sounds directory; deploy installs the site's prompts under switchctl/<site>/ there
     sounds_dir: Path | None = None
     cdr: CdrConfig | None = None  # where the controller reads the switch's own CDRs
+    # Asterisk: where it records (<astspooldir>/recording, as Asterisk sees it); None: the stock
+    # /var/spool/asterisk/recording. Voicemail spools and recordings must live under it.
+    recording_dir: PurePosixPath | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,10 +362,10 @@ def _parse_listen(value: Any, mark: Mark, what: str) -> tuple[str, int]:
 
 _SWITCH_KEYS = (
     "name", "kind", "esl", "outbound", "ari", "sip", "domain", "sessions_per_second", "max_sessions",
-    "acl", "conf_dir", "sounds_dir", "cdr",
+    "acl", "conf_dir", "sounds_dir", "cdr", "recording_dir",
 )
 # Which keys only one kind takes: the others are errors, not silently ignored.
-_KIND_KEYS = {"freeswitch": ("esl", "outbound"), "asterisk": ("ari", "sounds_dir")}
+_KIND_KEYS = {"freeswitch": ("esl", "outbound"), "asterisk": ("ari", "sounds_dir", "recording_dir")}
 
 
 def _switch(m: YMap, folder: Path) -> SwitchConfig:
@@ -455,9 +463,20 @@ def _switch(m: YMap, folder: Path) -> SwitchConfig:
                            f"{what} sounds_dir")
         sounds_dir = (folder / sounds_text).resolve() if not Path(sounds_text).is_absolute() else Path(sounds_text)
 
+    recording_dir: PurePosixPath | None = None
+    if kind == "asterisk" and "recording_dir" in m:
+        # As ASTERISK sees it (<astspooldir>/recording): it records nowhere else, and plays what is
+        # under it as recording:<name>. Absolute, because it is a path on the switch, not here.
+        text = _str(m["recording_dir"], m.mark_of("recording_dir"), f"{what} recording_dir")
+        if not text.startswith("/"):
+            raise SourceError(m.mark_of("recording_dir"),
+                              f"{what} recording_dir '{text}' must be absolute: it is Asterisk's own path "
+                              "(<astspooldir>/recording)")
+        recording_dir = PurePosixPath(text)
+
     cdr = _cdr(m, kind, folder, what)
     return SwitchConfig(name, kind, esl, outbound, sip, domain, sps, max_sessions, tuple(acl),
-                        conf_dir, m.mark, ari, sounds_dir, cdr)
+                        conf_dir, m.mark, ari, sounds_dir, cdr, recording_dir)
 
 
 # Where each kind writes CDRs when the site does not say: FreeSWITCH's packaged log dir with the
@@ -485,6 +504,21 @@ def _cdr(m: YMap, kind: str, folder: Path, what: str) -> CdrConfig:
 
 
 _VOICEMAIL_KEYS = ("spool", "local_spool", "smtp", "from", "retry_seconds")
+
+
+def _check_asterisk_spool(root: YMap, switches: list[SwitchConfig], spool: Path) -> None:
+    """Asterisk records nowhere but under its recording dir: a voicemail spool elsewhere would only
+    fail at the first message, so it is refused here."""
+    vm = root["voicemail"]
+    for sw in switches:
+        if sw.kind != "asterisk":
+            continue
+        recordings = sw.recording_dir or PurePosixPath(RECORDING_DIR)
+        if not PurePosixPath(spool).is_relative_to(recordings) or PurePosixPath(spool) == recordings:
+            raise SourceError(vm.mark_of("spool"),
+                              f"voicemail spool '{spool}' is not a folder under {recordings}, where Asterisk "
+                              f"switch '{sw.name}' records (set the switch's recording_dir if its "
+                              "astspooldir differs; docs/VOICEMAIL.md)")
 
 
 def _voicemail(root: YMap, folder: Path) -> VoicemailConfig | None:
@@ -850,6 +884,8 @@ def load_site(path: str | Path) -> Site:
 
     billing = _billing(root)
     voicemail = _voicemail(root, folder)
+    if voicemail is not None and voicemail.spool is not None:
+        _check_asterisk_spool(root, switches, voicemail.spool)
     transfer = _transfer(root, gateways, flows_dir)
 
     _check_binds(root, switches, web_listen, allow_remote)
