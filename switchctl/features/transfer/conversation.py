@@ -130,6 +130,7 @@ class Conversation:
         self._readers: dict[str, FeatureCodeReader] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._caller_gone = False
+        self._caller_leaving = False  # the caller is being taken out of the three-way room
         self._failure: DialFailed | None = None  # the blind/semi-attended target's failure
         self._failed_target: DialTarget | None = None
         self._last: DialResult | None = None
@@ -515,6 +516,11 @@ class Conversation:
         if len(legs) + caller_in >= 2:
             return
         if caller_in:
+            if self._caller_leaving:
+                # Both legs left at once: the first's check already asked for it; A's conference()
+                # returning ends the dial (a second kick would find the room gone).
+                return
+            self._caller_leaving = True
             assert self.room is not None
             try:
                 await self.switch.conference_remove(self.room, self.uuid)  # A's conference() -> "left"
