@@ -206,6 +206,8 @@ class Controller:
         for server in self.servers.values():
             await server.close(grace=grace)
         await asyncio.gather(*drains, return_exceptions=True)
+        if self.transfers is not None:  # consultations whose caller left: their legs are hung up
+            await self.transfers.close()
         for client in self.clients.values():
             await client.close()
         for task in self._tasks:

@@ -402,12 +402,26 @@ async def test_caller_hangs_up_during_consult_the_others_go_on():
     a, task, b = await start(rig)
     c = await consult(rig, a, b)
     await a.hang_up()
-    await asyncio.sleep(0.05)
-    assert b.up and c.up and b.hears == f"bridge:{c.uuid}"
-    assert not task.done()
-    await c.hang_up()  # one of them leaves: the other is hung up
+    # the caller's flow gets its answer now: the switch may let the hung-up channel go
     done = await asyncio.wait_for(task, 1)
-    assert done.result.caller_hung_up and not b.up
+    assert done.result.caller_hung_up
+    await asyncio.sleep(0.05)
+    assert b.up and c.up and b.hears == f"bridge:{c.uuid}"  # ... while the two others talk on
+    assert rig.svc.conversation(a.uuid)["state"] == "consulting"  # consoles still see it
+    await c.hang_up()  # one of them leaves: the other is hung up
+    await until(lambda: not b.up)
+    await until(lambda: rig.svc.conversation(a.uuid) is None)
+    await end(rig, a, task)
+
+
+async def test_closing_the_service_ends_a_consultation_the_caller_left():
+    rig = make_rig()
+    a, task, b = await start(rig)
+    c = await consult(rig, a, b)
+    await a.hang_up()
+    await asyncio.wait_for(task, 1)
+    await rig.svc.close()
+    assert not b.up and not c.up and rig.svc.conversation(a.uuid) is None
     await end(rig, a, task)
 
 
@@ -416,11 +430,12 @@ async def test_caller_hangs_up_while_consult_target_rings():
     a, task, b = await start(rig)
     await rig.svc.request(a.uuid, "attended", "201")
     await a.hang_up()
+    done = await asyncio.wait_for(task, 1)
+    assert done.result.caller_hung_up
     c = await rig.sw.answered("201")
     await until(lambda: b.hears == f"bridge:{c.uuid}")
     await b.hang_up()
-    done = await asyncio.wait_for(task, 1)
-    assert done.result.caller_hung_up and not c.up
+    await until(lambda: not c.up)
     await end(rig, a, task)
 
 
@@ -533,6 +548,7 @@ async def test_three_way_refused_while_the_target_rings():
     with pytest.raises(TransferError, match="cannot start a blind transfer"):
         await rig.svc.request(a.uuid, "blind", "202")
     assert state(rig, a) == "consult_ringing"
+    await rig.svc.request(a.uuid, "cancel")
     await end(rig, a, task)
 
 

@@ -138,6 +138,7 @@ class Conversation:
         self._outcome: TransferredDial | None = None
         self._user_on_answer: Callable[[DialAnswer], Any] | None = None
         self.started_at = time.time()
+        self.without_caller: asyncio.Task[None] | None = None  # see run(): a consultation the caller left
 
     # -- what the service asks -------------------------------------------------------------------
 
@@ -212,19 +213,44 @@ class Conversation:
                             on_answer=self._on_answer)
         self._spawn(self._watch_caller())
         self._publish_state()
+        handed_off = False
         try:
             self._a_start(self.call.dial(dial_spec))
             while self._outcome is None:
                 await self._handle(await self._events.get())
+                if self._outcome is None and self._caller_gone and self.state in CONSULT_STATES:
+                    # The caller hung up during a consultation: transferor and target go on without
+                    # them. That no longer concerns the caller's flow, and a switch keeps a hung-up
+                    # channel (FreeSWITCH: and writes its CDR) only until the flow lets it go: the
+                    # rest runs in a task of its own (`without_caller`, owned by the service).
+                    self.without_caller = asyncio.create_task(self._run_without_caller(),
+                                                              name=f"transfer-{self.uuid}-without-caller")
+                    handed_off = True
+                    return TransferredDial(result=self._result(caller_hung_up=True), transfers=self.transfers,
+                                           data=dict(self.data))
             return self._outcome
         finally:
-            # A task of its own, awaited shielded: a second cancellation cannot skip the hangups.
-            cleanup = asyncio.get_running_loop().create_task(self._cleanup())
-            try:
-                await asyncio.shield(cleanup)
-            except asyncio.CancelledError:
-                await asyncio.wait({cleanup})
-                raise
+            if not handed_off:
+                await self._cleanup_unskippable()
+
+    async def _run_without_caller(self) -> None:
+        """The end of a consultation whose caller left: when one of the two leaves, the other is hung up."""
+        try:
+            while self._outcome is None:
+                await self._handle(await self._events.get())
+        except Exception:
+            log.exception("call %s: the consultation after the caller left failed", self.uuid)
+        finally:
+            await self._cleanup_unskippable()
+
+    async def _cleanup_unskippable(self) -> None:
+        # A task of its own, awaited shielded: a second cancellation cannot skip the hangups.
+        cleanup = asyncio.get_running_loop().create_task(self._cleanup())
+        try:
+            await asyncio.shield(cleanup)
+        except asyncio.CancelledError:
+            await asyncio.wait({cleanup})
+            raise
 
     async def _handle(self, event: _Event) -> None:
         if isinstance(event, _Command):

@@ -40,6 +40,7 @@ class TransferService:
         self._bus = events
         self._flows = frozenset(flows)
         self._conversations: dict[str, Conversation] = {}
+        self._without_caller: set[asyncio.Task[None]] = set()  # consultations the caller left (Conversation.run)
 
     def set_flows(self, flows: Collection[str]) -> None:
         """The loaded flows changed (a reload): transfers to flows check against these names."""
@@ -61,8 +62,27 @@ class TransferService:
         try:
             return await conversation.run(spec)
         finally:
-            if self._conversations.get(call.uuid) is conversation:
+            rest = conversation.without_caller
+            if rest is not None and not rest.done():
+                # The caller left a consultation that goes on: consoles still see it until it ends.
+                self._without_caller.add(rest)
+                rest.add_done_callback(lambda task, uuid=call.uuid, c=conversation: self._ended(task, uuid, c))
+            elif self._conversations.get(call.uuid) is conversation:
                 del self._conversations[call.uuid]
+
+    def _ended(self, task: asyncio.Task[None], uuid: str, conversation: Conversation) -> None:
+        self._without_caller.discard(task)
+        if self._conversations.get(uuid) is conversation:
+            del self._conversations[uuid]
+
+    async def close(self) -> None:
+        """The controller stops: consultations whose caller already left are ended (their legs hung
+        up: with no controller, nobody would hang up the one left when the other leaves)."""
+        tasks = list(self._without_caller)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     # -- consoles ----------------------------------------------------------------------------------
 
