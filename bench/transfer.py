@@ -31,8 +31,27 @@ transfer of a call that never reaches the controller:
 Both peers are one api command over inbound ESL with no application logic; ours is HTTP → controller →
 its transfer feature → ESL commands. Ratios ours/peer are printed.
 
-    .venv/bin/python bench/transfer.py                        # 100 transfers per mode and side, 4 at once
-    .venv/bin/python bench/transfer.py --calls 6 --json out.json
+On a real Asterisk 22 (`--switches asterisk`; the default runs both when a private Asterisk can run here:
+root, sipp, the project's chroot): a PRIVATE Asterisk (tests/private_asterisk.py: its own config and state
+folders, free ARI/SIP ports, RTP 28000-28999) renders the same kind of site (render_asterisk, plus the
+peer's two dialplan lines); each trial's caller is a sipp UAC (tests/sipp/bench_xfer_uac.xml, its own caller
+id) into the controller's Stasis app (ours) or the bench's own app `benchpeer` (the peer); the first party
+and the target are long-lived sipp UASes that answer at once (tests/sipp/bench_xfer_uas_answer.xml), one
+gateway each. "Bridged" is Asterisk's own timestamp (ms, taken at the middle of its millisecond) of the
+ChannelEnteredBridge that put the caller and the target in one bridge after the request (the later of the
+two entering it), read on an ARI events WebSocket of the bench's own (`subscribeAll`). Peers:
+- blind: the caller, bridged with the party by the bench's minimal ARI app, is sent on with
+  `POST /channels/{caller}/continue` into an extension whose `Dial(PJSIP/2100@tgt)` bridges it with the
+  target (Asterisk's own dial and bridge, no application logic);
+- attended: the caller is held (removed from the bridge, `POST /channels/{caller}/moh`), the party consults
+  the target (originated into the app, added to the bridge); complete = `POST /bridges/{id}/addChannel` of
+  the caller into that bridge: the bare ARI cost of the step.
+Every trial ends with the caller hung up (DELETE), its sipp reaped, and every channel of it destroyed; the
+run ends with no channel and no bridge on the Asterisk (exit 1 otherwise).
+
+    .venv/bin/python bench/transfer.py                        # sim: 100 per mode and side, Asterisk: 50; 4 at once
+    .venv/bin/python bench/transfer.py --switches sim --calls 6 --json out.json
+    .venv/bin/python bench/transfer.py --switch asterisk --calls 20
 
 The FreeSWITCH here is the simulator (switchctl.sim) in the bench process; the controller (the real
 `Controller`, as `switchctl run` serves calls, with the site's `transfer:` section) runs in its own process.
@@ -42,9 +61,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,6 +75,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +83,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MAX_CALLS = 500
+SIM_CALLS, ASTERISK_CALLS = 100, 50  # default transfers per mode and side
 MAX_CONCURRENT = 20
 TRIAL_TIMEOUT = 20.0  # one trial (setup, transfer, bridged) must be done within this
 STEP_TIMEOUT = 8.0  # each awaited step of a trial (shorter: its message names the step that hung)
@@ -279,25 +302,12 @@ async def stop_controller(proc: asyncio.subprocess.Process) -> None:
 
 
 @dataclass
-class SimRig:
-    client: Any  # InboundClient on the simulator
-    switch_events: SwitchEvents
+class Console:
+    """What both rigs do as a console: the controller's web API and its event stream."""
+
     controller_events: ControllerEvents
     http: Any  # aiohttp.ClientSession
     base: str  # the controller's web API
-
-    async def place(self, trial: Trial, number: str, caller_number: str) -> str:
-        """Originate a loopback call to `number`; returns the dialplan leg's uuid once it exists."""
-        trial.caller_uuid = str(uuidlib.uuid4())
-        command = (f"originate {{origination_uuid={trial.caller_uuid},origination_caller_id_number={caller_number}}}"
-                   f"loopback/{number}/default &park")
-        reply = await self.client.bgapi(command, timeout=STEP_TIMEOUT, check=False)
-        if not reply.startswith("+OK"):
-            raise RuntimeError(f"originate {number}: {reply.strip()}")
-        found = await self.switch_events.journal.wait(f"loopback:{trial.caller_uuid}", lambda r: True, 5,
-                                                     "loopback-b leg")
-        trial.leg_uuid = found["uuid"]
-        return trial.leg_uuid
 
     async def post(self, path: str, body: dict[str, str] | None = None) -> dict[str, Any]:
         async with self.http.post(f"{self.base}{path}", json=body) as resp:
@@ -311,6 +321,42 @@ class SimRig:
         return await self.controller_events.journal.wait(
             f"conv:{trial.leg_uuid}", lambda r: r["kind"] == "transfer" and r["state"] == state,
             STEP_TIMEOUT, f"conversation state {state!r}")
+
+    async def console_transfer(self, trial: Trial, target: str) -> None:
+        """Ours, from the talking state: the transfer requested as a console does; `requested_us` set."""
+        await self.conv_state(trial, "talking")
+        await asyncio.sleep(SETTLE)
+        conv = f"/api/conversations/{trial.leg_uuid}"
+        if trial.mode == "blind":
+            trial.requested_us = time.time_ns() // 1000
+            await self.post(f"{conv}/transfer", {"mode": "blind", "to": target})
+        else:
+            await self.post(f"{conv}/transfer", {"mode": "attended", "to": target})
+            await self.conv_state(trial, "consulting")
+            await asyncio.sleep(SETTLE)
+            trial.requested_us = time.time_ns() // 1000
+            await self.post(f"{conv}/complete")
+        completed = await self.conv_state(trial, "completed")
+        trial.elapsed_ms = completed.get("elapsed_ms")
+
+
+@dataclass
+class SimRig(Console):
+    client: Any = None  # InboundClient on the simulator
+    switch_events: SwitchEvents = field(default_factory=SwitchEvents)
+
+    async def place(self, trial: Trial, number: str, caller_number: str) -> str:
+        """Originate a loopback call to `number`; returns the dialplan leg's uuid once it exists."""
+        trial.caller_uuid = str(uuidlib.uuid4())
+        command = (f"originate {{origination_uuid={trial.caller_uuid},origination_caller_id_number={caller_number}}}"
+                   f"loopback/{number}/default &park")
+        reply = await self.client.bgapi(command, timeout=STEP_TIMEOUT, check=False)
+        if not reply.startswith("+OK"):
+            raise RuntimeError(f"originate {number}: {reply.strip()}")
+        found = await self.switch_events.journal.wait(f"loopback:{trial.caller_uuid}", lambda r: True, 5,
+                                                     "loopback-b leg")
+        trial.leg_uuid = found["uuid"]
+        return trial.leg_uuid
 
     async def room_bridged(self, trial: Trial, target_number: str) -> None:
         """The caller and the target both added to the caller's bridge room after the request."""
@@ -338,20 +384,7 @@ class SimRig:
 
     async def ours(self, trial: Trial) -> None:
         await self.place(trial, FLOW_NUMBER, f"5{trial.index:04d}")
-        await self.conv_state(trial, "talking")
-        await asyncio.sleep(SETTLE)
-        conv = f"/api/conversations/{trial.leg_uuid}"
-        if trial.mode == "blind":
-            trial.requested_us = time.time_ns() // 1000
-            await self.post(f"{conv}/transfer", {"mode": "blind", "to": OURS_TARGET})
-        else:
-            await self.post(f"{conv}/transfer", {"mode": "attended", "to": OURS_TARGET})
-            await self.conv_state(trial, "consulting")
-            await asyncio.sleep(SETTLE)
-            trial.requested_us = time.time_ns() // 1000
-            await self.post(f"{conv}/complete")
-        completed = await self.conv_state(trial, "completed")
-        trial.elapsed_ms = completed.get("elapsed_ms")
+        await self.console_transfer(trial, OURS_TARGET)
         await self.room_bridged(trial, OURS_TARGET)
 
     # -- the peer: the switch's own transfer of a call no controller sees --
@@ -403,10 +436,418 @@ class SimRig:
                 await self.client.api(f"uuid_kill {uuid}", check=False)
 
 
+# -- the real-Asterisk rig --------------------------------------------------------------------------------------
+
+# A PRIVATE Asterisk (tests/private_asterisk.py: the project's chroot, its own config and state folders, free
+# ARI/SIP ports) with this RTP range: no test uses it (shared 10000-, deploy 12000-, restart 13000-/14000-,
+# dial 16000-, prepaid 18000-/23000-, transfer primitives 21000-, voicemail 25500-, transfer e2e 27000-).
+AST_RTP_RANGE = (28000, 28999)
+AST_PARTY_GW, AST_TARGET_GW = "party", "tgt"  # gateways to sipp far ends that answer at once
+AST_TARGET = "2100"  # the transfer target's number: the site's route 21xx -> gateway tgt (ours and the peer)
+AST_PEER_NUMBER = "7300"  # the peer's calls: into the bench's own Stasis app, never the controller's
+AST_PEER_APP = "benchpeer"
+AST_PEER_CONTEXT = "benchpeer-xfer"  # the peer's blind transfer: `continue` here, where Dial bridges the target
+# ARI stamps events to the millisecond, truncated: the instant is somewhere in that millisecond, so the
+# bridged instant is taken as its middle (unbiased; each figure is within ±0.5 ms of the truth).
+AST_STAMP_MIDPOINT_US = 500
+AST_CALLER_PREFIX = "PJSIP/sipp-"  # every sipp caller is the rendered endpoint 'sipp' (local callers)
+SIPP_DIR = ROOT / "tests" / "sipp"
+AST_UAC = SIPP_DIR / "bench_xfer_uac.xml"
+AST_UAS = SIPP_DIR / "bench_xfer_uas_answer.xml"
+
+AST_SITE_YAML = """\
+# written by bench/transfer.py: a flow dials the party gateway, consoles transfer the caller through the web API
+site: transferbench
+switches:
+  - name: ast1
+    kind: asterisk
+    ari: {{host: 127.0.0.1, port: {ari_port}, user: {user}, password: {password}, app: {app}}}
+    sip: {{ip: 127.0.0.1, port: {sip_port}}}
+flows: dialplans/
+web: {{listen: "127.0.0.1:{web_port}"}}
+gateways:
+  - {{name: {party_gw}, proxy: 127.0.0.1:{party_port}, register: false}}
+  - {{name: {target_gw}, proxy: 127.0.0.1:{target_port}, register: false}}
+transfer:
+  enabled: false
+  ring_timeout: 10
+  routes:
+    - {{pattern: '21\\d\\d', kind: gateway, gateway: {target_gw}}}
+"""
+AST_FLOW_YAML = f"""\
+flow: desk
+numbers: ["{FLOW_NUMBER}"]
+start: hello
+nodes:
+  hello: {{type: answer, next: ring}}
+  ring:
+    type: dial
+    to: [{{gateway: {AST_PARTY_GW}, number: "{OURS_PARTY}"}}]
+    timeout: 10
+    next: bye
+    failed: bye
+  bye: {{type: hangup}}
+"""
+# Appended to the rendered extensions.conf: the peer's calls reach the bench's app (an exact extension of
+# [from-loopback] itself wins over the includes that send every number to the controller), and the
+# extension the peer's blind transfer continues to: Asterisk's own Dial, no application logic.
+AST_PEER_DIALPLAN = f"""
+; bench/transfer.py: the peer (Asterisk's own transfer, no controller)
+[from-loopback](+)
+exten => {AST_PEER_NUMBER},1,Stasis({AST_PEER_APP})
+ same => n,Hangup()
+
+[{AST_PEER_CONTEXT}]
+exten => _21XX,1,Dial(PJSIP/${{EXTEN}}@{AST_TARGET_GW})
+ same => n,Hangup()
+"""
+
+
+def ari_timestamp_us(text: str | None) -> int:
+    """An ARI event's `timestamp` (2026-11-26T01:02:03.456+0000: Asterisk gives milliseconds) in µs."""
+    if not text:
+        return 0
+    try:
+        return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1_000_000 + 0.5)
+    except ValueError:
+        return 0
+
+
+class AriEvents:
+    """The bench's own ARI event stream (app `benchpeer`, subscribeAll: every channel and bridge, the
+    controller's too). Journal keys: "caller:<number>" -> a sipp caller's channel; "stasis:<id>" -> the
+    channel entered the bench's app; "gone:<id>" -> destroyed; "together:<id>" -> each time another
+    channel joined a bridge this one is in (or this one joined a bridge with it), at Asterisk's timestamp
+    of that ChannelEnteredBridge: the later of the two entering the same bridge."""
+
+    def __init__(self) -> None:
+        self.journal = Journal()
+        self.names: dict[str, str] = {}
+        self.members: dict[str, set[str]] = {}  # bridge id -> channel ids in it now
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type", "")
+        us = ari_timestamp_us(event.get("timestamp"))
+        channel = event.get("channel") or {}
+        cid = channel.get("id", "")
+        if cid:
+            self.names[cid] = channel.get("name", "")
+        if kind == "ChannelCreated" and channel.get("name", "").startswith(AST_CALLER_PREFIX):
+            number = (channel.get("caller") or {}).get("number", "")
+            self.journal.add(f"caller:{number}", {"id": cid, "us": us})
+        elif kind == "StasisStart" and event.get("application") == AST_PEER_APP:
+            self.journal.add(f"stasis:{cid}", {"us": us})
+        elif kind == "ChannelEnteredBridge":
+            bridge = (event.get("bridge") or {}).get("id", "")
+            members = self.members.setdefault(bridge, set())
+            for other in sorted(members - {cid}):
+                self.journal.add(f"together:{cid}", {"us": us, "bridge": bridge, "with": other,
+                                                     "name": self.names.get(other, "")})
+                self.journal.add(f"together:{other}", {"us": us, "bridge": bridge, "with": cid,
+                                                       "name": self.names.get(cid, "")})
+            members.add(cid)
+        elif kind == "ChannelLeftBridge":
+            self.members.get((event.get("bridge") or {}).get("id", ""), set()).discard(cid)
+        elif kind == "BridgeDestroyed":
+            self.members.pop((event.get("bridge") or {}).get("id", ""), None)
+        elif kind == "ChannelDestroyed":
+            self.journal.add(f"gone:{cid}", {"us": us, "cause": event.get("cause_txt", "")})
+
+    async def run(self, ws) -> None:  # type: ignore[no-untyped-def]
+        import aiohttp
+
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.on_event(json.loads(msg.data))
+
+
+def floor_ms(us: int) -> int:
+    """Asterisk stamps events to the millisecond (truncated): an event of the same millisecond as the
+    request may carry a stamp just below the request's µs clock, and still came after it."""
+    return us - us % 1000
+
+
+@dataclass
+class AsteriskRig(Console):
+    ari: Any = None  # aiohttp.ClientSession with ARI's basic auth
+    ari_base: str = ""  # http://127.0.0.1:<port>/ari
+    sip_port: int = 0
+    events: AriEvents = field(default_factory=AriEvents)
+    work: Path = Path(".")
+    callers: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)  # trial index -> sipp UAC
+    bridges: dict[int, str] = field(default_factory=dict)  # trial index -> the peer's own bridge
+
+    async def rest(self, method: str, path: str, ok_missing: bool = False) -> Any:
+        async with self.ari.request(method, f"{self.ari_base}/{path}") as resp:
+            text = await resp.text()
+            if resp.status == 404 and ok_missing:
+                return None
+            if resp.status >= 300:
+                raise RuntimeError(f"ARI {method} {path.split('?')[0]}: {resp.status} {text.strip()}")
+            return json.loads(text) if text else None
+
+    async def call_in(self, trial: Trial, number: str, caller_number: str) -> str:
+        """A sipp caller dials `number`; returns its channel id once Asterisk created it."""
+        errors = self.work / f"caller-{trial.index}.err"
+        err = os.open(errors, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # a fd: sipp writes, nobody reads
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "sipp", "-sf", str(AST_UAC), "-s", number, "-key", "caller", caller_number, "-m", "1",
+                "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mi", "127.0.0.1",
+                "-mp", str(free_udp_port(span=4)), "-cp", str(free_udp_port()), "-nostdin",
+                "-timeout", "90s", "-timeout_error", f"127.0.0.1:{self.sip_port}",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=err,
+                cwd=str(self.work), start_new_session=True)
+        finally:
+            os.close(err)
+        self.callers[trial.index] = proc
+        try:
+            found = await self.events.journal.wait(f"caller:{caller_number}", lambda r: True, STEP_TIMEOUT,
+                                                   f"channel for caller {caller_number}")
+        except TimeoutError as exc:
+            said = errors.read_text(errors="replace").strip().splitlines()[-3:]
+            raise TimeoutError(f"{exc} (its sipp: {'running' if proc.returncode is None else proc.returncode}"
+                               f"{', ' + ' | '.join(said) if said else ''})") from None
+        trial.caller_uuid = trial.leg_uuid = found["id"]
+        return trial.leg_uuid
+
+    async def together(self, channel: str, prefix: str, after_us: int, what: str) -> dict[str, Any]:
+        """The first time `channel` and a channel named `prefix`... share a bridge, at or after `after_us`."""
+        return await self.events.journal.wait(
+            f"together:{channel}", lambda r: r["us"] >= floor_ms(after_us) and r["name"].startswith(prefix),
+            STEP_TIMEOUT, what)
+
+    async def bridged(self, trial: Trial) -> None:
+        found = await self.together(trial.leg_uuid, f"PJSIP/{AST_TARGET_GW}-", trial.requested_us,
+                                    "the caller in one bridge with the target")
+        trial.target_uuid, trial.bridged_us = found["with"], found["us"] + AST_STAMP_MIDPOINT_US
+
+    # -- ours: the controller's transfer feature through its web API --
+
+    async def ours(self, trial: Trial) -> None:
+        await self.call_in(trial, FLOW_NUMBER, f"5{trial.index:04d}")
+        party = await self.together(trial.leg_uuid, f"PJSIP/{AST_PARTY_GW}-", 0, "the caller bridged with the party")
+        trial.extra_uuids = [party["with"]]  # the controller hangs it up; the bench checks it went
+        await self.console_transfer(trial, AST_TARGET)
+        await self.bridged(trial)
+
+    # -- the peer: Asterisk's own transfer of a call no controller sees (the bench's minimal ARI app) --
+
+    async def peer(self, trial: Trial) -> None:
+        caller = await self.call_in(trial, AST_PEER_NUMBER, f"6{trial.index:04d}")
+        await self.events.journal.wait(f"stasis:{caller}", lambda r: True, STEP_TIMEOUT, "the caller in the bench app")
+        await self.rest("POST", f"channels/{caller}/answer")
+        party = await self.originate(trial, AST_PARTY_GW, PEER_PARTY)
+        bridge = self.bridges[trial.index] = str(uuidlib.uuid4())
+        await self.rest("POST", f"bridges?type=mixing&bridgeId={bridge}")
+        await self.rest("POST", f"bridges/{bridge}/addChannel?channel={caller},{party}")
+        await self.together(caller, f"PJSIP/{AST_PARTY_GW}-", 0, "the caller bridged with the party")
+        if trial.mode == "blind":
+            await asyncio.sleep(SETTLE)
+            trial.requested_us = time.time_ns() // 1000
+            await self.rest("POST", f"channels/{caller}/continue?context={AST_PEER_CONTEXT}"
+                                    f"&extension={AST_TARGET}&priority=1")
+        else:
+            # the caller on hold (out of the bridge, music on hold); the party consults the target in it
+            await self.rest("POST", f"bridges/{bridge}/removeChannel?channel={caller}")
+            await self.rest("POST", f"channels/{caller}/moh")
+            target = await self.originate(trial, AST_TARGET_GW, AST_TARGET)
+            await self.rest("POST", f"bridges/{bridge}/addChannel?channel={target}")
+            await self.together(target, f"PJSIP/{AST_PARTY_GW}-", 0, "the consultation (party with target)")
+            await asyncio.sleep(SETTLE)
+            trial.requested_us = time.time_ns() // 1000
+            await self.rest("POST", f"bridges/{bridge}/addChannel?channel={caller}")
+        await self.bridged(trial)
+
+    async def originate(self, trial: Trial, gateway: str, number: str) -> str:
+        """A leg into the bench's app, answered (its StasisStart comes with the answer)."""
+        leg = str(uuidlib.uuid4())
+        trial.extra_uuids.append(leg)
+        await self.rest("POST", f"channels?endpoint=PJSIP/{number}@{gateway}&app={AST_PEER_APP}&channelId={leg}"
+                                f"&timeout=10")
+        await self.events.journal.wait(f"stasis:{leg}", lambda r: True, STEP_TIMEOUT, f"{number}@{gateway} answered")
+        return leg
+
+    async def hang_up(self, trial: Trial) -> None:
+        """The caller hangs up (its sipp answers the BYE and exits 0); every channel of the trial must go."""
+        channels = [c for c in (trial.caller_uuid, trial.target_uuid, *trial.extra_uuids) if c]
+        if trial.caller_uuid:
+            await self.rest("DELETE", f"channels/{trial.caller_uuid}", ok_missing=True)
+        if trial.who == "peer":  # the bench's own legs and bridge are the bench's to end
+            for leg in trial.extra_uuids:
+                await self.rest("DELETE", f"channels/{leg}", ok_missing=True)
+        for channel in channels:
+            try:
+                await self.events.journal.wait(f"gone:{channel}", lambda r: True, 10, f"hangup of {channel}")
+            except TimeoutError:
+                trial.problem = trial.problem or f"channel {channel} still up 10 s after the caller hung up"
+                await self.rest("DELETE", f"channels/{channel}", ok_missing=True)
+        bridge = self.bridges.pop(trial.index, None)
+        if bridge:
+            await self.rest("DELETE", f"bridges/{bridge}", ok_missing=True)
+        proc = self.callers.pop(trial.index, None)
+        if proc is not None:
+            try:
+                code = await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                code = await proc.wait()
+            if code != 0 and trial.caller_uuid:
+                trial.problem = trial.problem or f"the caller's sipp exited {code}"
+
+
+def free_udp_port(span: int = 1) -> int:
+    """A UDP port on 127.0.0.1 free now; with span > 1, an even one with the next span-1 free too (sipp's
+    media port and port+2)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if span == 1:
+            return port
+        if port % 2 or port + span > 65535:
+            continue
+        try:
+            held = []
+            for extra in range(1, span):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", port + extra))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no free UDP port range on 127.0.0.1")
+
+
+def asterisk_chroot() -> Path:
+    from tests.asterisk_fixture import env_from_environment
+
+    return env_from_environment().base_dir / "root"
+
+
+def asterisk_unavailable() -> str | None:
+    """Why the real-Asterisk half cannot run here (None: it can)."""
+    if os.geteuid() != 0:
+        return "needs root (the private Asterisk runs in the project's chroot)"
+    if shutil.which("sipp") is None:
+        return "sipp is not installed"
+    try:
+        chroot = asterisk_chroot()
+    except Exception as exc:  # noqa: BLE001  the environment says where the chroot is
+        return f"no Asterisk chroot configured: {exc}"
+    if not (chroot / "usr" / "sbin" / "asterisk").exists():
+        return f"no Asterisk in {chroot} (tools/asterisk-setup.sh setup builds it)"
+    return None
+
+
+async def run_asterisk(args, work: Path) -> tuple[list[Trial], list[str]]:  # type: ignore[no-untyped-def]
+    import aiohttp
+
+    from switchctl.config.site import load_site
+    from switchctl.render.asterisk import render_asterisk
+    from switchctl.sitecheck import check_site
+    from tests.private_asterisk import (
+        create_private_asterisk,
+        start_sipp_uas,
+        stop_processes,
+    )
+
+    work.mkdir(parents=True, exist_ok=True)
+    env = create_private_asterisk(asterisk_chroot(), tag="xferbench", log_dir=work, rtp=AST_RTP_RANGE)
+    ports = {AST_PARTY_GW: free_udp_port(), AST_TARGET_GW: free_udp_port()}
+    (work / "dialplans").mkdir(exist_ok=True)
+    (work / "dialplans" / "desk.yaml").write_text(AST_FLOW_YAML)
+    site_path = work / "site.yaml"
+    site_path.write_text(AST_SITE_YAML.format(
+        ari_port=env.ari.port, user=env.ari.user, password=env.ari.password, app=env.ari.app,
+        sip_port=env.sip_port, web_port=free_port(), party_gw=AST_PARTY_GW, target_gw=AST_TARGET_GW,
+        party_port=ports[AST_PARTY_GW], target_port=ports[AST_TARGET_GW]))
+    site = load_site(site_path)
+    checked = check_site(site)
+    if not checked.ok:
+        raise SystemExit(checked.report())
+    files = dict(render_asterisk(site))
+    files["extensions.conf"] = files["extensions.conf"] + AST_PEER_DIALPLAN.encode()
+    env.write_config(files)
+    far_ends = [start_sipp_uas(AST_UAS, port, work / f"uas_{name}_messages.log") for name, port in ports.items()]
+    trials = plan_trials("asterisk", args.modes, args.asterisk_calls)
+    proc = sse = reader = None
+    left_behind: list[str] = []
+    token = base64.b64encode(f"{env.ari.user}:{env.ari.password}".encode()).decode()
+    ari_base = f"http://127.0.0.1:{env.ari.port}/ari"
+    try:
+        env.launch()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Basic {token}"},
+                                         timeout=aiohttp.ClientTimeout(total=15)) as ari:
+            await wait_for_ari(env, ari, ari_base)
+            ws = await ari.ws_connect(f"ws://127.0.0.1:{env.ari.port}/ari/events"
+                                      f"?app={AST_PEER_APP}&subscribeAll=true")
+            events = AriEvents()
+            reader = asyncio.create_task(events.run(ws))
+            proc, base = await start_controller(site_path)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                controller_events = ControllerEvents()
+                sse = asyncio.create_task(controller_events.run(http, base))
+                await asyncio.wait_for(controller_events.subscribed.wait(), 10)
+                rig = AsteriskRig(controller_events, http, base, ari=ari, ari_base=ari_base, sip_port=env.sip_port,
+                                  events=events, work=work)
+                gate = asyncio.Semaphore(args.concurrency)
+                await asyncio.gather(*(run_trial(rig, trial, gate) for trial in trials))
+                sse.cancel()
+                left_behind = await asterisk_left(rig, 5.0)
+            await ws.close()
+    finally:
+        for task in (sse, reader):
+            if task is not None and not task.done():
+                task.cancel()
+        if proc is not None:
+            await stop_controller(proc)
+        stop_processes(far_ends)
+        env.stop()
+        if not args.keep_asterisk:
+            env.remove()
+    return trials, left_behind
+
+
+async def wait_for_ari(env, ari, ari_base: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    """ARI answers, then PJSIP has loaded pjsip.conf (before that a dial fails "Allocation failed")."""
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    for path in ("asterisk/info", f"endpoints/PJSIP/{AST_PARTY_GW}"):
+        while True:
+            if not env.running:
+                raise SystemExit(f"the private Asterisk exited: {env.log.read_text(errors='replace')[-1500:]}")
+            try:
+                async with ari.get(f"{ari_base}/{path}") as resp:
+                    if resp.status == 200:
+                        break
+            except (aiohttp.ClientError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the private Asterisk's ARI did not answer {path} within {timeout:g} s")
+            await asyncio.sleep(0.1)
+
+
+async def asterisk_left(rig: AsteriskRig, wait: float) -> list[str]:
+    """Channels and bridges still on the Asterisk after every trial hung up (none may be)."""
+    deadline = time.monotonic() + wait
+    while True:
+        channels = await rig.rest("GET", "channels")
+        bridges = await rig.rest("GET", "bridges")
+        if (not channels and not bridges) or time.monotonic() > deadline:
+            return ([f"channel {c['name']} ({c['id']})" for c in channels]
+                    + [f"bridge {b['id']} {b.get('channels')}" for b in bridges])
+        await asyncio.sleep(0.1)
+
+
 # -- running and reporting ------------------------------------------------------------------------------------------
 
 
-async def run_trial(rig: SimRig, trial: Trial, gate: asyncio.Semaphore) -> None:
+async def run_trial(rig: SimRig | AsteriskRig, trial: Trial, gate: asyncio.Semaphore) -> None:
     async with gate:
         try:
             await asyncio.wait_for(rig.ours(trial) if trial.who == "ours" else rig.peer(trial), TRIAL_TIMEOUT)
@@ -468,17 +909,18 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def print_report(rows: list[dict[str, Any]], args, took: float) -> None:  # type: ignore[no-untyped-def]
     load = os.getloadavg()
-    print(f"transfer: {args.calls} transfers per mode and side, {args.concurrency} at once; took {took:.0f} s; "
+    per_switch = ", ".join(f"{s} {args.calls if s == 'sim' else args.asterisk_calls}" for s in args.switches)
+    print(f"transfer: transfers per mode and side: {per_switch}; {args.concurrency} at once; took {took:.0f} s; "
           f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print("latency = the switch's timestamp of the caller bridged with the target − wall clock at the request")
-    print(f"{'switch':<6} {'mode':<9} {'who':<5} {'calls':>5} {'ok':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+    print(f"{'switch':<8} {'mode':<9} {'who':<5} {'calls':>5} {'ok':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
           f"{'min ms':>8}   {'ordered (elapsed_ms) p50/p99/max':>34}")
     for row in rows:
         figures = ("".join(f"{row[k]:>9.2f}" for k in ("p50_ms", "p99_ms", "max_ms", "min_ms"))
                    if "p50_ms" in row else "  (nothing measured)")
         ordered = (f"{row['elapsed_p50_ms']:.2f} / {row['elapsed_p99_ms']:.2f} / {row['elapsed_max_ms']:.2f}"
                    if "elapsed_p50_ms" in row else "-")
-        print(f"{row['switch']:<6} {row['mode']:<9} {row['who']:<5} {row['calls']:>5} {row['measured']:>4}{figures}"
+        print(f"{row['switch']:<8} {row['mode']:<9} {row['who']:<5} {row['calls']:>5} {row['measured']:>4}{figures}"
               f"   {ordered:>34}")
     for ratio in ratios(rows):
         print(f"  {ratio['switch']} {ratio['mode']}: ours/peer p50 {ratio['p50']:.2f}x, p99 {ratio['p99']:.2f}x")
@@ -532,7 +974,7 @@ async def run_sim(args, work: Path) -> tuple[list[Trial], list[str]]:  # type: i
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             sse = asyncio.create_task(controller_events.run(http, base))
             await asyncio.wait_for(controller_events.subscribed.wait(), 10)
-            rig = SimRig(client, switch_events, controller_events, http, base)
+            rig = SimRig(controller_events, http, base, client=client, switch_events=switch_events)
             gate = asyncio.Semaphore(args.concurrency)
             await asyncio.gather(*(run_trial(rig, trial, gate) for trial in trials))
             sse.cancel()
@@ -558,11 +1000,19 @@ async def channels_left(sim, wait: float) -> list[str]:  # type: ignore[no-untyp
 async def main_async(args) -> int:  # type: ignore[no-untyped-def]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="transferbench-"))
     started = time.monotonic()
-    trials, left_behind = await run_sim(args, work / "sim")
+    trials: list[Trial] = []
+    left_behind: list[str] = []
+    for switch in args.switches:
+        if switch == "sim":
+            done, left = await run_sim(args, work / "sim")
+        else:
+            done, left = await run_asterisk(args, work / "asterisk")
+        trials += done
+        left_behind += [f"{switch}: {what}" for what in left]
     rows = summarize(trials)
     took = time.monotonic() - started
     print_report(rows, args, took)
-    print(f"  channels left on the switch after the run: {len(left_behind)} {left_behind[:5]}")
+    print(f"  channels (and bridges) left on the switch after the run: {len(left_behind)} {left_behind[:5]}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "rows": rows, "ratios": ratios(rows), "took_s": took, "load": os.getloadavg(), "left_behind": left_behind,
@@ -570,23 +1020,49 @@ async def main_async(args) -> int:  # type: ignore[no-untyped-def]
     return 0 if all(row["measured"] == row["calls"] for row in rows) and not left_behind else 1
 
 
+def choose_switches(asked: str | None, asterisk_problem: str | None) -> list[str]:
+    """The switches to run on: as asked, or both when Asterisk can run here (else the simulator, said so)."""
+    if asked is None:
+        if asterisk_problem is not None:
+            print(f"transfer: the simulator only; the real-Asterisk half {asterisk_problem}", flush=True)
+            return ["sim"]
+        return ["sim", "asterisk"]
+    switches = [s.strip() for s in asked.split(",") if s.strip()]
+    if not switches or any(s not in ("sim", "asterisk") for s in switches) or len(set(switches)) != len(switches):
+        raise ValueError("--switches: sim, asterisk or sim,asterisk")
+    if "asterisk" in switches and asterisk_problem is not None:
+        raise ValueError(f"--switches asterisk: {asterisk_problem}")
+    return switches
+
+
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-controller":
         return serve_controller(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=100, help=f"transfers per mode and side (<= {MAX_CALLS})")
+    parser.add_argument("--calls", type=int, help=f"transfers per mode and side (<= {MAX_CALLS}); "
+                        f"default {SIM_CALLS} on the simulator, {ASTERISK_CALLS} on Asterisk")
     parser.add_argument("--concurrency", type=int, default=4, help=f"trials at once (<= {MAX_CONCURRENT})")
     parser.add_argument("--modes", default="blind,attended", help="blind, attended or both")
+    parser.add_argument("--switches", "--switch", dest="switches",
+                        help="sim, asterisk or sim,asterisk (default: both when a private Asterisk can run here)")
     parser.add_argument("--workdir", help="site and flows (default: a new temporary folder)")
     parser.add_argument("--json", help="also write the rows and every trial as JSON here")
+    parser.add_argument("--keep-asterisk", action="store_true",
+                        help="keep the private Asterisk's config and state folders in the chroot (debugging)")
     args = parser.parse_args()
-    if not 1 <= args.calls <= MAX_CALLS:
+    if args.calls is not None and not 1 <= args.calls <= MAX_CALLS:
         parser.error(f"--calls must be 1..{MAX_CALLS}")
+    args.asterisk_calls = args.calls or ASTERISK_CALLS
+    args.calls = args.calls or SIM_CALLS
     if not 1 <= args.concurrency <= MAX_CONCURRENT:
         parser.error(f"--concurrency must be 1..{MAX_CONCURRENT}")
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not args.modes or any(m not in ("blind", "attended") for m in args.modes):
         parser.error("--modes: blind, attended or blind,attended")
+    try:
+        args.switches = choose_switches(args.switches, asterisk_unavailable())
+    except ValueError as exc:
+        parser.error(str(exc))
     from switchctl.aio import run
 
     return run(main_async(args))
