@@ -15,7 +15,12 @@ from switchctl.switch.call import (
     CallGone, DialAnswer, DialFailed, DialOutcome, DialSpec, DialTarget, OriginateSpec,
 )
 from switchctl.switch.freeswitch import CALL_EVENTS, FreeSwitchCall, FreeSwitchSwitch, call_info_from_channel_data
-from switchctl.switch.freeswitch_legs import member_id_for, originate_command, park_transfer_command
+from switchctl.switch.freeswitch_legs import (
+    conference_transfer_command,
+    member_id_for,
+    originate_command,
+    park_transfer_command,
+)
 
 SPEED = 20.0
 USERS = {
@@ -92,7 +97,11 @@ def test_command_shapes():
         "origination_caller_id_number=555,x_id=7}user/2001@d &park()")
     assert park_transfer_command("U", None) == "uuid_transfer U park inline"
     assert park_transfer_command("U", "tone_stream://%(2000,4000,440,480);loops=-1") == (
-        "uuid_transfer U '^^~endless_playback:tone_stream://%(2000,4000,440,480);loops=-1' inline")
+        "uuid_transfer U '^^~endless_playback:tone_stream://%(2000,4000,440,480);loops=-1~park' inline")
+    # a real 1.11.1 hangs up a kicked member whose inline extension ends with its conference
+    assert conference_transfer_command("U", "room1") == "uuid_transfer U '^^~conference:room1@default~park' inline"
+    assert conference_transfer_command("U", "b-1", "switchctl_bridge") == (
+        "uuid_transfer U '^^~conference:b-1@switchctl_bridge~park' inline")
     assert member_id_for('[{"members":[{"id":3,"uuid":"a"},{"id":2,"uuid":"b"}]}]', "b") == "2"
 
 

@@ -762,8 +762,7 @@ class FreeSwitchCall(Call):
         watcher: asyncio.Future[None] | None = None
         try:
             try:
-                await leg._run(conference_transfer_command(leg.uuid, room).replace(
-                    "@default", f"@{self.BRIDGE_PROFILE}"))
+                await leg._run(conference_transfer_command(leg.uuid, room, self.BRIDGE_PROFILE))
             except CallGone as exc:
                 leg_gone(exc.cause)
             leg.on_gone = leg_gone

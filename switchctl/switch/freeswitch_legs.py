@@ -90,11 +90,20 @@ def park_transfer_command(uuid: str, music: str | None) -> str:
     if music is None:
         return f"uuid_transfer {uuid} park inline"
     check_prompt(music, "park")
-    return f"uuid_transfer {uuid} '^^{INLINE_SEPARATOR}endless_playback:{music}' inline"
+    # endless_playback loops until the leg is moved; `park` after it keeps a leg whose music cannot
+    # play (endless_playback returns) up instead of ending its inline extension (= hangup)
+    return f"uuid_transfer {uuid} '^^{INLINE_SEPARATOR}endless_playback:{music}{INLINE_SEPARATOR}park' inline"
 
 
-def conference_transfer_command(uuid: str, room: str) -> str:
-    return f"uuid_transfer {uuid} conference:{check_room(room)}@{CONFERENCE_PROFILE} inline"
+def conference_transfer_command(uuid: str, room: str, profile: str = CONFERENCE_PROFILE) -> str:
+    """The uuid_transfer that puts `uuid` in `room`, then parks it when it leaves the room alive.
+
+    A leg's inline dialplan is all it runs: on a real 1.11.1 a member kicked from a room
+    (conference_remove) whose inline extension was only `conference:...` hung up (NORMAL_CLEARING)
+    right after its conference app completed, end of extension (tests/data/fsreal_transfer
+    kicked_leg_*). The trailing `park` keeps the Leg rule: left up, parked, its owner decides."""
+    return (f"uuid_transfer {uuid} '^^{INLINE_SEPARATOR}conference:{check_room(room)}@{profile}"
+            f"{INLINE_SEPARATOR}park' inline")
 
 
 def originate_command(spec: OriginateSpec, leg_uuid: str, endpoint: str) -> str:
@@ -116,6 +125,19 @@ def originate_command(spec: OriginateSpec, leg_uuid: str, endpoint: str) -> str:
             raise CallError(f"originate: variable {name}={value!r} cannot go into a dial string")
     head = ",".join(f"{name}={value}" for name, value in variables.items())
     return f"originate {{{head}}}{endpoint} &park()"
+
+
+def originate_failure(job_body: str) -> DialFailed:
+    """What a failed `bgapi originate` job reports: its body is `-ERR <CAUSE>` (a real 1.11.1:
+    USER_BUSY on a 486, NO_ANSWER when originate_timeout ran out, ORIGINATOR_CANCEL after our
+    uuid_kill of the ringing leg; tests/data/fsreal_transfer/originate_jobs.raw)."""
+    text = job_body.strip()
+    words = text[len("-ERR"):].split() if text.startswith("-ERR") else []
+    cause = words[0] if words else "NORMAL_TEMPORARY_FAILURE"
+    outcome = dial_outcome_for_cause(cause)
+    if outcome is DialOutcome.ANSWERED:  # never: no cause maps to it
+        outcome = DialOutcome.FAILED
+    return DialFailed(outcome, cause)
 
 
 def member_id_for(json_list_body: str, uuid: str) -> str | None:
@@ -253,12 +275,7 @@ class LegTracker:
                     leg.answered_at_us = channel.answered_at_us
             return leg
         await self.forget(leg)
-        cause = text[len("-ERR"):].strip().split()[0] if text.startswith("-ERR") and text[4:].strip() else ""
-        cause = cause or "NORMAL_TEMPORARY_FAILURE"
-        outcome = dial_outcome_for_cause(cause)
-        if outcome is DialOutcome.ANSWERED:  # never: no cause maps to it
-            outcome = DialOutcome.FAILED
-        raise DialFailed(outcome, cause)
+        raise originate_failure(text)
 
     async def _cancel(self, leg: FreeSwitchLeg, job: asyncio.Future[str]) -> None:
         """The originate was cancelled: kill the ringing leg; if the job still answers, kill that."""
