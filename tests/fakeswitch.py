@@ -188,6 +188,7 @@ class FakeCall(_Chan, Call):
                              answered=True)
         self._init_chan(switch, None)
         self._op: asyncio.Future[Any] | None = None  # the running conference's future
+        self.dial_specs: list[DialSpec] = []  # every dial the flow/feature ran, in order
 
     async def answer(self) -> None:
         self._check_up()
@@ -240,6 +241,7 @@ class FakeCall(_Chan, Call):
 
     async def dial(self, spec: DialSpec) -> DialResult:
         self._check_up()
+        self.dial_specs.append(spec)
         self.sw._detach(self, "moved")
         last: DialResult | None = None
         for group in spec.groups:

@@ -201,7 +201,7 @@ async def eventually(check, timeout: float = 3.0) -> None:  # type: ignore[no-un
         await asyncio.sleep(0.05)
 
 
-async def dial_and_take(d: Direct, call: AsteriskCall, gateway: str = "wait"
+async def dial_and_take(d: Direct, call: AsteriskCall, gateway: str = "wait", *, feature_keys: bool = True,
                         ) -> tuple[asyncio.Task, asyncio.Future[AsteriskLeg]]:  # type: ignore[type-arg]
     """A's dial to `gateway` running in a task; the answered peer taken over in on_answer."""
     taken: asyncio.Future[AsteriskLeg] = asyncio.get_running_loop().create_future()
@@ -209,7 +209,8 @@ async def dial_and_take(d: Direct, call: AsteriskCall, gateway: str = "wait"
     async def on_answer(answer: DialAnswer) -> None:
         taken.set_result(await d.switch.take_leg(answer.peer_uuid))
 
-    dialing = asyncio.create_task(call.dial(DialSpec([[target(gateway)]], timeout=5, on_answer=on_answer)))
+    spec = DialSpec([[target(gateway)]], timeout=5, on_answer=on_answer, feature_keys=feature_keys)
+    dialing = asyncio.create_task(call.dial(spec))
     await asyncio.wait_for(asyncio.shield(taken), 5)
     await eventually(lambda: _bridged(d, {call.uuid, taken.result().uuid}))
     return dialing, taken
@@ -418,6 +419,24 @@ async def test_digits_pressed_by_a_taken_peer_reach_on_dtmf(tx: Direct) -> None:
     while "".join(pressed) != DIGITS and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert "".join(pressed) == DIGITS
+    await call.hangup()
+    assert (await asyncio.wait_for(dialing, 5)).caller_hung_up
+    await _finish(call, sipp)
+
+
+@pytest.mark.slow
+async def test_a_dial_without_feature_keys_may_bridge_natively_and_keys_pass_by(tx: Direct) -> None:
+    # The cheaper bridge of a plain call (a booth's paid dial): Asterisk may pick native RTP, so
+    # the far end's RFC 2833 keys go past it: nothing reaches the controller.
+    sipp, call = await tx.caller("7407")
+    await call.answer()
+    dialing, taken = await dial_and_take(tx, call, "dtmf", feature_keys=False)
+    [bridge] = await tx.switch.client.list_bridges()
+    assert "dtmf_events" not in str(bridge.raw.get("bridge_type")), bridge.raw
+    pressed: list[str] = []
+    taken.result().on_dtmf(pressed.append)
+    await asyncio.sleep(3)  # the far end presses its keys 0.8 s into the call
+    assert pressed == []
     await call.hangup()
     assert (await asyncio.wait_for(dialing, 5)).caller_hung_up
     await _finish(call, sipp)

@@ -123,6 +123,7 @@ async def test_plain_dial_party_hangs_up_and_data_is_published():
 
     a, task, b = await start(rig, on_answer)
     assert answers and answers[0].peer_uuid == b.uuid  # the flow's own on_answer still runs
+    assert [spec.feature_keys for spec in a.dial_specs] == [True]  # the party's keys must reach us
     assert b.variables[CONVERSATION_VAR] == a.uuid
     assert b.variables["billing_ref"] == "x1"
     assert b.variables["switchctl_data_customer"] == "C-42"
@@ -556,6 +557,8 @@ async def test_feature_codes_off_for_the_node_api_still_works():
     rig = make_rig(t201=FarEnd())
     context = DialContext(flow="main", node="n", feature_codes=False)
     a, task, b = await start(rig, context=context)
+    # no codes: the switch may bridge natively (Asterisk), keys need not reach us
+    assert [spec.feature_keys for spec in a.dial_specs] == [False]
     await b.press("*1201#")
     await asyncio.sleep(0.05)
     assert rig.sw.originated == [] and a.hears == f"bridge:{b.uuid}"

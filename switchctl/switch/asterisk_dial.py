@@ -95,10 +95,12 @@ NOT_RESPONDING = "RECOVERY_ON_TIMER_EXPIRE"  # rang out without any sign of life
 CREATE_FAILED = "NO_ROUTE_DESTINATION"  # Asterisk refused to create the channel (unknown endpoint)
 LOSER_REASON_CODE = 26  # Q.850 "non-selected user clearing": SIP "Call completed elsewhere"
 NO_ANSWER_REASON = "no_answer"  # DELETE reason for legs that rang out (Q.850 19, SIP 480/CANCEL)
-# Every bridge we make: mixing, and `dtmf_events` so that Asterisk keeps the media in its core (no
-# native RTP bridge between two PJSIP legs, which would carry RFC 2833 past it): a bridged leg's
-# keys then still come as ChannelDtmfReceived (in-call feature codes, asterisk_legs.py).
+# A bridge whose parties may press feature codes (a dial with `feature_keys`, every bridge a feature
+# makes): mixing, and `dtmf_events` so that Asterisk keeps the media in its core (no native RTP
+# bridge between two PJSIP legs, which would carry RFC 2833 past it): a bridged leg's keys then still
+# come as ChannelDtmfReceived (asterisk_legs.py). A plain dial's bridge may go native (PLAIN_BRIDGE_TYPE).
 BRIDGE_TYPE = "mixing,dtmf_events"
+PLAIN_BRIDGE_TYPE = "mixing"
 TRANSFERRED = "TRANSFERRED"  # the cause of a bridge a feature ended by moving the leg away (call.py)
 _ADDRESS = re.compile(r"[A-Za-z0-9_.+*#\-]+")
 _URI = re.compile(r"sips?:[^\s,&'\"<>]+")
@@ -542,7 +544,8 @@ class Dialer:
             await call.answer()  # a bridge does not answer a ringing channel by itself
         self.bridge_id = f"switchctl-dial-{call.uuid}"
         try:
-            await self.client.create_bridge(type=BRIDGE_TYPE, bridge_id=self.bridge_id)
+            bridge_type = BRIDGE_TYPE if self.spec.feature_keys else PLAIN_BRIDGE_TYPE
+            await self.client.create_bridge(type=bridge_type, bridge_id=self.bridge_id)
         except AriError as exc:
             self.bridge_id = None
             raise CallError(f"dial: could not create the bridge: {exc}") from None

@@ -136,7 +136,10 @@ class DialSpec:
     (a tone_stream:// or file; None = the switch passes the far end's early media / its own ringing).
     `caller_id_number` / `caller_id_name` replace the caller's identity towards the targets.
     `variables` are set on every outgoing leg. `on_answer` runs (awaited) once a target answered,
-    with the switch's answer time: prepaid cutoffs arm there.
+    with the switch's answer time: prepaid cutoffs arm there. `feature_keys`: the answering party's
+    keys must reach the controller during the bridge (in-call feature codes): the switch keeps the
+    media in its core (Asterisk: no native RTP bridge, which would carry RFC 2833 past it); off, a
+    plain call may be bridged natively, cheaper for the switch.
     """
 
     groups: Sequence[Sequence[DialTarget]]
@@ -146,6 +149,7 @@ class DialSpec:
     caller_id_name: str | None = None
     variables: Mapping[str, str] = field(default_factory=dict)
     on_answer: Callable[[DialAnswer], Awaitable[None]] | None = None
+    feature_keys: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,6 +210,7 @@ class Conversation:
     async def run(self, spec: DialSpec) -> TransferredDial:
         self._user_on_answer = spec.on_answer
         dial_spec = replace(spec, variables={**spec.variables, **leg_variables(self.uuid, self.data)},
+                            feature_keys=self.options.enabled and self.context.feature_codes,
                             on_answer=self._on_answer)
         self._spawn(self._watch_caller())
         self._publish_state()
