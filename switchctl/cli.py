@@ -588,6 +588,44 @@ def _add_booth_parser(sub, with_site) -> None:
     booth_args(with_site(bsub.add_parser("list", help="open sessions with running totals")), named=False)
 
 
+def cmd_recordings(args: argparse.Namespace) -> int:
+    """`switchctl recordings list`: kept call recordings (docs/RECORDING.md), newest first."""
+    from .store import Store, StoreError
+    from .store.recording_models import RecordingLog
+
+    site = _load_site(args.config)
+
+    async def go() -> int:
+        store = Store.open(site.database_url)
+        try:
+            await store.create_all()
+            rows = await RecordingLog(store, _wall_clock_us).list(call_uuid=args.call, limit=args.limit)
+            for r in rows:
+                ended = _stamp(r.ended_us) if r.ended_us is not None else "running"
+                paused = f", paused {r.paused_us / 1_000_000:.1f} s" if r.paused_us else ""
+                print(f"{r.switch}  {r.call_uuid}  {_stamp(r.started_us)} .. {ended}  {r.state}"
+                      f"{paused}  ({r.source})  {r.path}")
+            if not rows:
+                print("no recordings" + (f" of call {args.call}" if args.call else ""))
+            return 0
+        except StoreError as exc:
+            print(f"recordings list: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+
+    return aio.run(go())
+
+
+def _add_recordings_parser(sub, with_site) -> None:
+    recordings = sub.add_parser("recordings", help="call recordings kept with the calls")
+    rsub = recordings.add_subparsers(dest="recordings_command", required=True)
+    sp = with_site(rsub.add_parser("list", help="recordings, newest first"))
+    sp.add_argument("--call", help="only this call's (its uuid, as in its CDR)")
+    sp.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    sp.set_defaults(func=cmd_recordings)
+
+
 def _add_voicemail_parser(sub, with_site) -> None:
     voicemail = sub.add_parser("voicemail", help="voicemail boxes and messages")
     vsub = voicemail.add_subparsers(dest="voicemail_command", required=True)
@@ -692,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rates_parser(sub, with_site)
     _add_booth_parser(sub, with_site)
     _add_voicemail_parser(sub, with_site)
+    _add_recordings_parser(sub, with_site)
 
     flow = sub.add_parser("flow", help="call-flow tools")
     fsub = flow.add_subparsers(dest="flow_command", required=True)

@@ -12,9 +12,10 @@ switches go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,12 +28,14 @@ from .events import EventBus
 from .features.ivr import IvrFeature
 from .features.prepaid.cutoff import wall_us
 from .features.prepaid.wiring import PrepaidWiring
+from .features.recording import CallRecorder
 from .features.voicemail import Mailboxes, MailSettings, Voicemail
 from .flows import FlowRunner, FlowSet, FlowTrace
 from .store.database import Store
+from .store.recording_models import RecordingLog
 from .switch.asterisk import AsteriskCall, AsteriskSwitch, site_sound_uri
 from .switch.asterisk_media import RECORDING_DIR
-from .switch.call import Switch
+from .switch.call import Call, Switch
 from .switch.freeswitch import (
     CALL_EVENTS,
     FreeSwitchCall,
@@ -84,9 +87,12 @@ class Controller:
         self.switches: dict[str, Switch] = {}
         self.events = EventBus()  # what consoles watch live (GET /api/events)
         self.transfers = self._transfer_service(site, flows)
+        # Call recording when the site has a `recordings:` section: `record_call` nodes and the
+        # recording API; the paths are kept in the store once `start` has one.
+        self.recorder = self._recorder(site)
         self.runner = FlowRunner(flows, site_values=dict(site.values), lists=dict(site.lists),
                                  sound_dirs=site.sound_dirs, numbering=site.numbering,
-                                 transfers=self.transfers)
+                                 transfers=self.transfers, recordings=self.recorder)
         self.ivr = IvrFeature(flows, self.runner)
         self.stats = ControllerStats()
         self.keep_traces = keep_traces
@@ -110,9 +116,12 @@ class Controller:
             self._tasks.append(asyncio.create_task(self.billing.run(self._stop), name="cdr-collector"))
             if self.site.voicemail is not None:
                 self._start_voicemail(self.store, self.site.voicemail)
+            if self.recorder is not None:
+                self.recorder.log = RecordingLog(self.store, wall_us)
         want_web = self._want_web
         if want_web is None:
-            want_web = self.billing is not None or self.transfers is not None or self.site.web_configured
+            want_web = (self.billing is not None or self.transfers is not None or self.recorder is not None
+                        or self.site.web_configured)
         if want_web:
             await self._start_web()
         for sw in self.site.switches:
@@ -155,6 +164,25 @@ class Controller:
 
         return TransferService(self.switches, site.transfer, events=self.events,
                                flows=tuple(flow.name for flow in flows))
+
+    @staticmethod
+    def _recorder(site: Site) -> CallRecorder | None:
+        cfg = site.recordings
+        if cfg is None:
+            return None
+        return CallRecorder(
+            None, directory=str(cfg.dir), local_directory=str(cfg.local_dir) if cfg.local_dir else None,
+            fmt=cfg.format, timezone=site.values.get("timezone") or "UTC", clock=wall_us,
+            cdr_variable_switches={sw.name for sw in site.switches if sw.kind == "asterisk"})
+
+    @contextlib.asynccontextmanager
+    async def _tracking(self, call: Call) -> AsyncIterator[None]:
+        """The call is reachable by uuid for the recording API while its flow runs."""
+        if self.recorder is None:
+            yield
+            return
+        async with self.recorder.tracking(call):
+            yield
 
     def _start_voicemail(self, store: Store, cfg: VoicemailConfig) -> None:
         """`voicemail` / `voicemail_check` nodes get their service; new messages are e-mailed by a
@@ -281,7 +309,8 @@ class Controller:
             await session.subscribe(CALL_EVENTS)
             await session.linger()
             call = FreeSwitchCall(session, info)
-            trace = await self.ivr.on_call(call)
+            async with self._tracking(call):
+                trace = await self.ivr.on_call(call)
             if trace is not None and trace.result != "transferred" and call.hangup_cause is None:
                 await call.hangup()
             if trace is not None and trace.result == "error":
@@ -301,7 +330,8 @@ class Controller:
         started = time.perf_counter()
         trace: FlowTrace | None = None
         try:
-            trace = await self.ivr.on_call(call)
+            async with self._tracking(call):
+                trace = await self.ivr.on_call(call)
             if trace is not None and trace.result != "transferred" and call.hangup_cause is None:
                 await call.hangup()
             if trace is not None and trace.result == "error":

@@ -172,7 +172,7 @@ def test_number_limits_caller_flagged_callee_refused_for_rating() -> None:
 
 
 @pytest.mark.parametrize("bad,message", [
-    ('"x","y"', r"2 columns, the cdr_csv template has 49 \(switchctl's\) or 46"),
+    ('"x","y"', r"2 columns, the cdr_csv template has 50 \(switchctl's; 49 before recordings\) or 46"),
     ("", "expected one CSV row, found 0"),
 ])
 def test_fs_csv_bad_rows_name_file_and_line(bad: str, message: str) -> None:
@@ -302,7 +302,8 @@ def test_ast_custom_as_rendered() -> None:
               "lastdata": "PJSIP/sipp/sip:4000@127.0.0.1:5091,10", "start(double)": "1795633518.343393",
               "answer(double)": "1795633519.346821", "end(double)": "1795633522.350416", "duration": "4",
               "billsec": "3", "disposition": "ANSWERED", "amaflags": "DOCUMENTATION", "userfield": "",
-              "sequence": "77", "switchctl_call(uservar)": "", "switchctl_account(uservar)": ""}
+              "sequence": "77", "switchctl_call(uservar)": "", "switchctl_account(uservar)": "",
+              "switchctl_recording(uservar)": ""}
     line = ",".join('"' + values[f].replace('"', '""') + '"' for f in AST_CUSTOM_FIELDS) + "\n"
     cdr = AstCustomFormat("ast1").parse(line, "switchctl.csv:1")
     assert (cdr.call_uuid, cdr.segment, cdr.leg, cdr.callee, cdr.context, cdr.account) == \

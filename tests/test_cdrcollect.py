@@ -131,7 +131,7 @@ def test_test_records_parse_as_prepaid_legs() -> None:
     assert (b.leg, b.prepaid_call, b.account, b.callee, b.billable_us, b.peer) == \
         ("b", A, "booth-1", DEST, BILLUSEC, A)
     assert parse_fs_csv(b_leg_csv(A, B), switch="fs1").prepaid_call == A
-    assert len(FS_CSV_SWITCHCTL) == 49
+    assert len(FS_CSV_SWITCHCTL) == 50
     assert parse_fs_json(a_leg_json(A, bridged_to=None), switch="fs1").peer is None
 
 
@@ -215,7 +215,7 @@ async def test_corrupt_csv_line_is_skipped_with_file_and_line(env: Env, caplog: 
     with caplog.at_level(logging.WARNING):
         report = await env.collector(csv=True).catch_up()
     assert report.committed == 2 and report.records == 2
-    assert report.errors == [(f"{env.csv}:2: 2 columns, the cdr_csv template has 49 (switchctl's) or 46 "
+    assert report.errors == [(f"{env.csv}:2: 2 columns, the cdr_csv template has 50 (switchctl's; 49 before recordings) or 46 "
                               f"(esl_usec, as captured)")]
     assert f"{env.csv}:2: 2 columns" in caplog.text
     assert await env.balance(acct) == Money.parse("20.00", EUR) - 2 * cost_for()

@@ -219,11 +219,11 @@ async def test_import_bad_rows_name_file_and_line_and_are_skipped(store: Store, 
     cdrs_ = CdrStore(store, clock=FakeClock())
     report = await cdrs_.import_file(path, FsCsvFormat("fs1"))
     assert report.created == 2
-    assert report.errors == [f"{path}:2: 2 columns, the cdr_csv template has 49 (switchctl\'s) or 46 (esl_usec, as captured)"]
+    assert report.errors == [f"{path}:2: 2 columns, the cdr_csv template has 50 (switchctl\'s; 49 before recordings) or 46 (esl_usec, as captured)"]
     with path.open("a") as f:  # line numbers carry on across resumed imports
         f.write("not,a,cdr\n" + lines[2])
     later = await cdrs_.import_file(path, FsCsvFormat("fs1"))
-    assert later.created == 1 and later.errors == [f"{path}:5: 3 columns, the cdr_csv template has 49 (switchctl\'s) or 46 (esl_usec, as captured)"]
+    assert later.created == 1 and later.errors == [f"{path}:5: 3 columns, the cdr_csv template has 50 (switchctl\'s; 49 before recordings) or 46 (esl_usec, as captured)"]
 
 
 async def test_import_after_rotation_reads_the_new_file_from_the_start(store: Store, tmp_path: Path) -> None:

@@ -211,7 +211,8 @@ def test_cdr_modules_config(tmp_path: Path) -> None:
     template = csv_conf.find("templates/template[@name='esl_usec']").text
     assert template == ",".join(f'"${{{c}}}"' for c in FS_CSV_SWITCHCTL)
     assert FS_CSV_SWITCHCTL[:len(FS_CSV_ESL_USEC)] == FS_CSV_ESL_USEC
-    assert FS_CSV_SWITCHCTL[len(FS_CSV_ESL_USEC):] == ("read_codec", "switchctl_account", "switchctl_call")
+    assert FS_CSV_SWITCHCTL[len(FS_CSV_ESL_USEC):] == ("read_codec", "switchctl_account", "switchctl_call",
+                                                         "switchctl_recording")
 
 
 def test_conference_profiles_for_transfers_are_rendered(tmp_path: Path) -> None:

@@ -39,6 +39,11 @@ from urllib.parse import unquote
 from switchctl.ari.models import fs_cause_name
 from switchctl.billing.callkeys import ACCOUNT_VAR, CALL_VAR
 
+# The channel variable (Asterisk: CDR user variable) naming the call's recording file, set by the
+# recording feature (features/recording); a CDR carrying it keeps the path with the call even if
+# the controller that started the recording died mid-call (docs/RECORDING.md).
+RECORDING_VAR = "switchctl_recording"
+
 SOURCES = ("fs_json", "fs_csv", "fs_event", "ast_csv", "ast_custom", "ari")
 LEGS = ("a", "b")
 MAX_CALLER_DIGITS = 20
@@ -98,6 +103,9 @@ class Cdr:
     # `switchctl_call` of a leg a prepaid dial created: the caller leg's uuid, which names the
     # call's reservation (billing/callkeys.py). Not stored in the `cdrs` table (it is in `raw`).
     prepaid_call: str | None = None
+    # `switchctl_recording`: the call's recording file as the switch wrote it (None: not recorded).
+    # Kept in the `call_recordings` table by the importer, not in `cdrs` (it is in `raw`).
+    recording: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -238,6 +246,7 @@ def _fs_cdr(where: str, source: str, raw: str, *, switch: str, variables: Mappin
                   or variables.get("bleg_uuid")),
         account=_opt(variables.get("switchctl_account")), booth=_booth(variables),
         source=source, raw=raw, prepaid_call=_opt(variables.get(CALL_VAR)),
+        recording=_opt(variables.get(RECORDING_VAR)),
     )
 
 
@@ -310,9 +319,13 @@ FS_CSV_ESL_USEC: tuple[str, ...] = (
     "hangup_cause", "hangup_cause_q850", "sip_hangup_disposition", "originate_disposition",
     "endpoint_disposition", "last_app", "last_arg",
 )
-# What switchctl renders (templates/freeswitch/autoload_configs/cdr_csv.conf.xml.j2): the captured
-# template plus the codec and the prepaid call's account and caller-leg uuid (billing/callkeys.py).
-FS_CSV_SWITCHCTL: tuple[str, ...] = FS_CSV_ESL_USEC + ("read_codec", ACCOUNT_VAR, CALL_VAR)
+# What switchctl rendered before call recordings: the captured template plus the codec and the
+# prepaid call's account and caller-leg uuid (billing/callkeys.py). Files written then still parse.
+FS_CSV_SWITCHCTL_V1: tuple[str, ...] = FS_CSV_ESL_USEC + ("read_codec", ACCOUNT_VAR, CALL_VAR)
+# What switchctl renders (templates/freeswitch/autoload_configs/cdr_csv.conf.xml.j2): the above plus
+# the call's recording file (features/recording). The layouts are told apart by their column count.
+FS_CSV_SWITCHCTL: tuple[str, ...] = FS_CSV_SWITCHCTL_V1 + (RECORDING_VAR,)
+_FS_CSV_LAYOUTS = {len(c): c for c in (FS_CSV_ESL_USEC, FS_CSV_SWITCHCTL_V1, FS_CSV_SWITCHCTL)}
 
 
 def _csv_row(text: str, where: str) -> list[str]:
@@ -330,15 +343,15 @@ def parse_fs_csv(line: str, *, switch: str, where: str = "<cdr_csv>",
     """One mod_cdr_csv line; `columns` names the template's variables in order. The template must
     give uuid, direction, caller_id_number, destination_number, context, start/answer/end_uepoch,
     billusec and hangup_cause (mod_cdr_csv's stock `default` template lacks the µs fields).
-    Default: switchctl's template (`FS_CSV_SWITCHCTL`), or the captured `esl_usec` one it extends
-    when the line has exactly its 46 columns (files written before the template grew)."""
+    Default: switchctl's template (`FS_CSV_SWITCHCTL`, 50 columns), or by column count an older one:
+    `FS_CSV_SWITCHCTL_V1` (49, before the recording column) or the captured `esl_usec` (46)."""
     cells = _csv_row(line, where)
     if columns is None:
-        columns = FS_CSV_ESL_USEC if len(cells) == len(FS_CSV_ESL_USEC) else FS_CSV_SWITCHCTL
+        columns = _FS_CSV_LAYOUTS.get(len(cells), FS_CSV_SWITCHCTL)
         if len(cells) != len(columns):
             raise CdrError(f"{where}: {len(cells)} columns, the cdr_csv template has "
-                           f"{len(FS_CSV_SWITCHCTL)} (switchctl's) or {len(FS_CSV_ESL_USEC)} "
-                           f"(esl_usec, as captured)")
+                           f"{len(FS_CSV_SWITCHCTL)} (switchctl's; {len(FS_CSV_SWITCHCTL_V1)} before "
+                           f"recordings) or {len(FS_CSV_ESL_USEC)} (esl_usec, as captured)")
     if len(cells) != len(columns):
         raise CdrError(f"{where}: {len(cells)} columns, the cdr_csv template has {len(columns)}")
     variables = dict(zip(columns, cells))
@@ -373,12 +386,15 @@ AST_MASTER_COLUMNS: tuple[str, ...] = (
 # The last two are CDR user variables (`(uservar)`: res_cdrel_custom reads them from the CDR's own
 # variables, which only `Set(CDR(name)=...)` / ARI `variable=CDR(name)` write; a plain channel
 # variable of that name is not one). See docs/CDR.md, "Asterisk: prepaid variables".
-AST_CUSTOM_FIELDS: tuple[str, ...] = (
+# The layout before the recording's path was added (rows written by an Asterisk not re-rendered
+# since are still read: told apart by their column count).
+AST_CUSTOM_FIELDS_V1: tuple[str, ...] = (
     "uniqueid", "linkedid", "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel",
     "lastapp", "lastdata", "start(double)", "answer(double)", "end(double)", "duration", "billsec",
     "disposition", "amaflags", "userfield", "sequence", f"{CALL_VAR}(uservar)",
     f"{ACCOUNT_VAR}(uservar)",
 )
+AST_CUSTOM_FIELDS: tuple[str, ...] = AST_CUSTOM_FIELDS_V1 + (f"{RECORDING_VAR}(uservar)",)
 _QUALIFIER = re.compile(r"\([^()]*\)$")  # `start(double)`, `x(uservar)`, `uniqueid(noquote)`
 _AST_ORIGINATED_APPS = ("AppDial", "AppDial2")  # lastapp of a channel Asterisk originated
 
@@ -414,6 +430,7 @@ def _ast_cdr(where: str, source: str, raw: str, *, switch: str, row: Mapping[str
         hangup_cause=cause, codec=None, peer=_opt(row.get("dstchannel")),
         account=_opt(row.get("accountcode") or row.get(ACCOUNT_VAR)), booth=None, source=source,
         raw=raw, segment=int(sequence), flags=flags, prepaid_call=_opt(row.get(CALL_VAR)),
+        recording=_opt(row.get(RECORDING_VAR)),
     )
 
 
@@ -452,6 +469,8 @@ def parse_ast_custom(line: str, *, switch: str, where: str = "<cdr-custom>",
     """One cdr_custom (dsv) row; start/answer/end as `sec.usec` doubles (answer 0.000000 when
     unanswered). `fields` is the `fields =` list of cdr_custom.conf."""
     cells = _csv_row(line, where)
+    if fields == AST_CUSTOM_FIELDS and len(cells) == len(AST_CUSTOM_FIELDS_V1):
+        fields = AST_CUSTOM_FIELDS_V1
     if len(cells) != len(fields):
         raise CdrError(f"{where}: {len(cells)} columns, the cdr_custom fields list has {len(fields)}")
     row = {_QUALIFIER.sub("", name.strip()).lower(): cell for name, cell in zip(fields, cells)}

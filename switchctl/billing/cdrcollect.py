@@ -14,6 +14,9 @@ For every record read:
 - the caller's leg (FreeSWITCH leg "a") of a call that never bridged (no peer) releases its
   reservation if it is still live: the caller is gone and nothing was answered. A caller leg that
   did bridge leaves it to the answered leg's record (which may be read later, in another file);
+- a record carrying `switchctl_recording` (`Cdr.recording`, set by the recording feature) keeps
+  that file in `call_recordings` if the live path did not (a controller killed mid-call), and a
+  recording that ended with the call takes the record's end time (the switch's clock);
 - a reservation already released, committed with another amount, or missing is a problem of that
   call only: logged once, counted, and the import goes on. A line that does not parse is logged as
   `file:line: message` and skipped (CdrStore.import_file).
@@ -67,6 +70,7 @@ from switchctl.billing.ledger import (
 )
 from switchctl.billing.money import CurrencyMismatch
 from switchctl.billing.rating import DEFAULT, RateBook
+from switchctl.store.recording_models import RecordingLog
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +127,7 @@ class CollectReport:
     replayed: int = 0  # commits already done (the live path, or an earlier import): nothing written
     released: int = 0  # reservations of calls that never got through
     files_done: int = 0  # JSON files moved to done/
+    recordings: int = 0  # recording paths only a CDR knew (kept now)
     errors: list[str] = field(default_factory=list)  # unreadable records (`file:line: message`)
     problems: list[str] = field(default_factory=list)  # calls the ledger refused (logged once)
 
@@ -152,6 +157,7 @@ class CdrCollector:
         self.settle_seconds = settle_seconds
         self._lock = asyncio.Lock()
         self._reported: set[str] = set()  # problems already logged (log once)
+        self.recordings = RecordingLog(cdrs.store, lambda: int(self.clock() * 1_000_000))
 
     # -- rounds -----------------------------------------------------------------------------------
     async def catch_up(self) -> CollectReport:
@@ -251,6 +257,11 @@ class CdrCollector:
         recorded = await self.cdrs.record(cdr, book, tenant=tenant, account_class=account_class)
         if recorded.created:
             report.created += 1
+        if cdr.recording:
+            if await self.recordings.from_cdr(cdr.switch, cdr.call_uuid, cdr.recording,
+                                              start_us=cdr.answer_us or cdr.start_us, end_us=cdr.end_us):
+                report.recordings += 1
+                log.info("recording %s of call %s kept from its CDR", cdr.recording, cdr.call_uuid)
         # Only the leg kind that carries the charge (FreeSWITCH: the dialled "b" leg; Asterisk:
         # the caller's row, which holds the bridge) bills: a caller leg that also carries
         # switchctl_call is never billed for its own (IVR) time.

@@ -165,6 +165,18 @@ class VoicemailConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingsConfig:
+    """Call recording of a site (docs/RECORDING.md). `dir` is where the SWITCH writes recordings
+    (its own filesystem; on Asterisk a folder under its recording dir), `local_dir` the same folder
+    as the controller sees it (None: the controller does not read the files; the switch makes the
+    dated folders itself)."""
+
+    dir: PurePosixPath
+    local_dir: Path | None = None
+    format: str = "wav"
+
+
+@dataclass(frozen=True, slots=True)
 class Phone:
     """A SIP user (booth, operator, agent): one directory entry and one static route."""
 
@@ -205,6 +217,8 @@ class Site:
     # The transfer feature (docs/TRANSFER.md); None without a `transfer:` section: dials are plain
     # and the transfer API answers 503. `transfer: {}` turns it on with the defaults.
     transfer: TransferOptions | None = None
+    # Call recording (`record_call` nodes, the recording API); None without a `recordings:` section.
+    recordings: RecordingsConfig | None = None
     web_configured: bool = False  # the file has a `web:` section (the controller then always serves the API)
 
     @property
@@ -546,6 +560,44 @@ def _voicemail(root: YMap, folder: Path) -> VoicemailConfig | None:
     return VoicemailConfig(spool, local, smtp, sender, retry)
 
 
+_RECORDINGS_KEYS = ("dir", "local_dir", "format")
+RECORDING_FORMATS = ("wav",)
+
+
+def _recordings(root: YMap, switches: list[SwitchConfig], folder: Path) -> RecordingsConfig | None:
+    if root.get("recordings") is None:
+        return None
+    m = _map(root["recordings"], root.mark_of("recordings"), "recordings")
+    _check_keys(m, _RECORDINGS_KEYS, "recordings")
+    if "dir" not in m:
+        raise SourceError(m.mark, "recordings needs 'dir' (where the switch writes call recordings)")
+    text = _str(m["dir"], m.mark_of("dir"), "recordings dir")
+    if not text.startswith("/"):
+        raise SourceError(m.mark_of("dir"), f"recordings dir '{text}' must be absolute: it is a path on the switch")
+    if any(ch.isspace() for ch in text):
+        # uuid_record takes the path as one argument of a command line
+        raise SourceError(m.mark_of("dir"), f"recordings dir '{text}' must not contain spaces")
+    directory = PurePosixPath(text)
+    for sw in switches:
+        if sw.kind != "asterisk":
+            continue
+        spool = sw.recording_dir or PurePosixPath(RECORDING_DIR)
+        if not directory.is_relative_to(spool) or directory == spool:
+            raise SourceError(m.mark_of("dir"),
+                              f"recordings dir '{directory}' is not a folder under {spool}, where Asterisk "
+                              f"switch '{sw.name}' records (set the switch's recording_dir if its "
+                              "astspooldir differs; docs/RECORDING.md)")
+    local = None
+    if "local_dir" in m:
+        local_text = _str(m["local_dir"], m.mark_of("local_dir"), "recordings local_dir")
+        local = Path(local_text) if Path(local_text).is_absolute() else (folder / local_text).resolve()
+    fmt = _str(m.get("format", "wav"), m.mark_of("format"), "recordings format")
+    if fmt not in RECORDING_FORMATS:
+        raise SourceError(m.mark_of("format"),
+                          f"recordings format '{fmt}' is not supported (one of: {', '.join(RECORDING_FORMATS)})")
+    return RecordingsConfig(directory, local, fmt)
+
+
 _TRANSFER_KEYS = ("enabled", "codes", "digit_timeout", "ring_timeout", "music", "ringback",
                   "recall_transferor", "recall_timeout", "routes")
 _TRANSFER_ROUTE_KEYS = ("pattern", "kind", "gateway", "flow", "strip", "prefix")
@@ -776,6 +828,7 @@ def _database_url(text: str, folder: Path) -> str:
 _SITE_KEYS = (
     "site", "allow_remote", "switches", "database", "web", "flows", "sounds", "phones", "gateways",
     "lists", "values", "numbering", "screening", "holidays", "billing", "voicemail", "transfer",
+    "recordings",
 )
 
 
@@ -887,6 +940,7 @@ def load_site(path: str | Path) -> Site:
     if voicemail is not None and voicemail.spool is not None:
         _check_asterisk_spool(root, switches, voicemail.spool)
     transfer = _transfer(root, gateways, flows_dir)
+    recordings = _recordings(root, switches, folder)
 
     _check_binds(root, switches, web_listen, allow_remote)
 
@@ -907,6 +961,7 @@ def load_site(path: str | Path) -> Site:
         billing=billing,
         voicemail=voicemail,
         transfer=transfer,
+        recordings=recordings,
         web_configured="web" in root,
     )
 

@@ -173,3 +173,39 @@ class CallTransfers(Protocol):
         last bridge ends. Raises CallGone like `Call.dial` when the caller hangs up before anyone
         answered."""
         ...
+
+
+# -- call recording ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStarted:
+    """What a `record_call` start did: `path` is the recording's file as the switch writes it;
+    `new` is False when one was already running (its path, nothing started)."""
+
+    path: str
+    new: bool = True
+
+
+class CallRecordings(Protocol):
+    """The recording feature as the flow runtime sees it (`FlowRunner(recordings=...)`): one
+    whole-call recording per call at a time (Call.start_recording), kept with the call's CDR.
+    Without one a `record_call` node is a flow error."""
+
+    async def start(self, call: Call, name: str) -> RecordingStarted:
+        """Start recording `call` into a file called `name` (the feature chooses the folder and the
+        extension) and set the channel variable `switchctl_recording` to its path. Raises CallError
+        when the switch refused, CallGone when the call is gone."""
+        ...
+
+    async def pause(self, call: Call) -> bool:
+        """Pause the call's running recording; False when none is running (nothing done)."""
+        ...
+
+    async def resume(self, call: Call) -> bool:
+        """Resume the call's paused recording; False when none is paused (nothing done)."""
+        ...
+
+    async def stop(self, call: Call) -> bool:
+        """Finish the call's recording; False when none is running (nothing done)."""
+        ...

@@ -369,11 +369,29 @@ class ConferenceNode(Node):
     kind: ClassVar[str] = "conference"
 
 
+RECORD_CALL_ACTIONS = ("start", "pause", "resume", "stop")
+RECORD_CALL_OUTCOMES = ("next", "failed")
+RECORD_CALL_VARIABLES = ("recording_path",)
+
+
+@dataclass
+class RecordCallNode(Node):
+    """Start, pause, resume or stop the call's whole-call recording (features/recording). A start
+    sets `recording_path`; the recording goes on across dials and transfers until stopped or the
+    call ends. `failed` (the switch refused a start, pause...) falls back to `next`: a recording is
+    not worth dropping a call for, unless the flow says so."""
+
+    action: str = "start"
+    name: Template | None = None  # the file's name (start); default `${call.uuid}`
+    kind: ClassVar[str] = "record_call"
+    fallbacks: ClassVar[Mapping[str, str]] = {"failed": "next"}
+
+
 NODE_TYPES: dict[str, type[Node]] = {
     cls.kind: cls
     for cls in (AnswerNode, PlayNode, SayNode, CollectNode, MenuNode, SetNode, RouteNode,
                 TransferNode, HangupNode, GotoNode, CallNode, ReturnNode, DialNode, PrepaidNode,
-                NumberNode, VoicemailNode, VoicemailCheckNode, ConferenceNode)
+                NumberNode, VoicemailNode, VoicemailCheckNode, ConferenceNode, RecordCallNode)
 }
 
 

@@ -25,6 +25,9 @@ from .model import (
     NUMBER_VARIABLES,
     PREPAID_OUTCOMES,
     PREPAID_VARIABLES,
+    RECORD_CALL_ACTIONS,
+    RECORD_CALL_OUTCOMES,
+    RECORD_CALL_VARIABLES,
     VOICEMAIL_CHECK_OUTCOMES,
     VOICEMAIL_CHECK_VARIABLES,
     VOICEMAIL_OUTCOMES,
@@ -47,6 +50,7 @@ from .model import (
     NumberNode,
     PlayNode,
     PrepaidNode,
+    RecordCallNode,
     ReturnNode,
     RouteNode,
     RouteRule,
@@ -107,6 +111,7 @@ NODE_KEYS: dict[str, tuple[str, ...]] = {
     "voicemail": ("mailbox", "greeting", "max_seconds", "silence_seconds", *VOICEMAIL_OUTCOMES),
     "voicemail_check": ("mailbox", "tries", *VOICEMAIL_CHECK_OUTCOMES),
     "conference": ("room", "next"),
+    "record_call": ("action", "name", *RECORD_CALL_OUTCOMES),
 }
 RULE_KEYS = ("caller", "destination", "time", "days", "dates", "holiday", "in_list", "not_in_list",
              "timezone", "next")
@@ -752,18 +757,37 @@ def _conference(f: _Fields, node: ConferenceNode) -> None:
     f.edge(node, "next", "next", required=True)
 
 
+def _record_call(f: _Fields, node: RecordCallNode) -> None:
+    action = f.text("action", required=True)
+    if action is not None:
+        if action in RECORD_CALL_ACTIONS:
+            node.action = action
+        else:
+            f.error(f.m.mark_of("action"), f"{f.what}: 'action' must be one of {', '.join(RECORD_CALL_ACTIONS)}, "
+                                           f"got {_describe(action)}{suggestion(action, RECORD_CALL_ACTIONS)}")
+    if "name" in f.m:
+        if node.action != "start":
+            f.error(f.m.key_mark("name"), f"{f.what}: 'name' only applies to action 'start'")
+        else:
+            node.name = f.template(node, "name", allow_number=True)
+    for outcome in RECORD_CALL_OUTCOMES:
+        f.edge(node, outcome, outcome, required=outcome == "next")
+    node.defines.extend(Located(name, node.mark) for name in RECORD_CALL_VARIABLES)
+
+
 _PARSERS = {
     "answer": _answer, "play": _play, "say": _say, "collect": _collect, "menu": _menu,
     "set": _set, "route": _route, "transfer": _transfer, "hangup": _hangup, "goto": _goto,
     "call": _call, "return": _return, "dial": _dial, "prepaid": _prepaid, "number": _number,
     "voicemail": _voicemail, "voicemail_check": _voicemail_check, "conference": _conference,
+    "record_call": _record_call,
 }
 
 
 def _generic_edges(diags: list[Diagnostic], raw: YMap, node: Node) -> None:
     """Edges of a node whose type is broken, so one typo does not cascade into 'unreachable'."""
     for key in ("next", "target", "default", "section", *DIAL_OUTCOMES[1:], *PREPAID_OUTCOMES[1:],
-                *NUMBER_OUTCOMES[1:], *VOICEMAIL_OUTCOMES[1:], *VOICEMAIL_CHECK_OUTCOMES[1:]):
+                *NUMBER_OUTCOMES[1:], *VOICEMAIL_OUTCOMES[1:], *VOICEMAIL_CHECK_OUTCOMES[1:], *RECORD_CALL_OUTCOMES[1:]):
         if isinstance(raw.get(key), str):
             node.edges[key] = Edge(key, raw[key], raw.mark_of(key), key == "section")
     on = raw.get("on")

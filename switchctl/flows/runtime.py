@@ -23,6 +23,7 @@ from pathlib import Path
 from switchctl.numbering import Numbering
 from switchctl.switch.call import (
     Call,
+    CallError,
     CallGone,
     CollectOutcome,
     CollectSpec,
@@ -41,6 +42,7 @@ from .hooks import (
     Authorization,
     AuthorizeOutcome,
     CallBilling,
+    CallRecordings,
     CallTransfers,
     DialContext,
     PinCheck,
@@ -64,6 +66,7 @@ from .model import (
     NumberNode,
     PlayNode,
     PrepaidNode,
+    RecordCallNode,
     ReturnNode,
     RouteNode,
     RouteRule,
@@ -144,8 +147,11 @@ class FlowRunner:
         numbering: Numbering | None = None,
         voicemail: VoicemailService | None = None,
         transfers: CallTransfers | None = None,
+        recordings: CallRecordings | None = None,
     ) -> None:
         self.flowset = flowset
+        # The recording feature; a `record_call` node without it is a flow error.
+        self.recordings = recordings
         # The transfer feature: unpaid dials run through it (feature codes, API transfers); without
         # it a dial is a plain Call.dial.
         self.transfers = transfers
@@ -331,6 +337,8 @@ class FlowRunner:
             return await self._voicemail_check(run, node)
         if isinstance(node, ConferenceNode):
             return await self._conference(run, node)
+        if isinstance(node, RecordCallNode):
+            return await self._record_call(run, node)
         if isinstance(node, CallNode):
             return "section"
         if isinstance(node, ReturnNode):
@@ -540,6 +548,30 @@ class FlowRunner:
         left = await run.call.conference(room)  # a hangup in the room raises CallGone
         if left != "left":
             raise FlowRuntimeError(f"conference '{node.id}': Call.conference returned {left!r}, not 'left'")
+        return "next"
+
+    async def _record_call(self, run: _Run, node: RecordCallNode) -> str:
+        if self.recordings is None:
+            raise FlowRuntimeError(f"record_call '{node.id}': no call recording is configured for this controller "
+                                   "(the site's 'recordings:' section; FlowRunner(recordings=...))")
+        call = run.call
+        try:
+            if node.action == "start":
+                name = self._render(run, node.name) if node.name is not None else call.uuid
+                started = await self.recordings.start(call, name)
+                run.variables["recording_path"] = started.path
+                return "next"
+            done = await getattr(self.recordings, node.action)(call)
+        except CallGone:
+            raise
+        except CallError as exc:  # the switch refused: the call goes on (`failed` falls back to `next`)
+            log.warning("record_call %s: %s failed: %s", node.id, node.action, exc,
+                        extra={"call": call.uuid, "node": node.id})
+            return "failed"
+        if not done:
+            log.info("record_call %s: nothing to %s (no recording %s)", node.id, node.action,
+                     "paused" if node.action == "resume" else "running",
+                     extra={"call": call.uuid, "node": node.id})
         return "next"
 
     # -- dial and prepaid -----------------------------------------------------------------------

@@ -93,8 +93,9 @@ CDR_CUSTOM_FIELDS = (
     "lastapp", "lastdata", "start(double)", "answer(double)", "end(double)", "duration", "billsec",
     "disposition", "amaflags", "userfield", "sequence",
     # CDR user variables the Asterisk backend sets with `CDR(name)` (a plain channel variable is not
-    # a CDR variable): the prepaid call's caller-leg uniqueid and account (billing/callkeys.py)
-    "switchctl_call(uservar)", "switchctl_account(uservar)",
+    # a CDR variable): the prepaid call's caller-leg uniqueid and account (billing/callkeys.py),
+    # and the call's recording file (features/recording, docs/RECORDING.md)
+    "switchctl_call(uservar)", "switchctl_account(uservar)", "switchctl_recording(uservar)",
 )
 
 # Formats the module list above can play, by file extension (format_wav is 8 kHz 16-bit mono).

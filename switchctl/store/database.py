@@ -25,10 +25,11 @@ from sqlalchemy.engine import Row, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-# booth_models, rate_models and voicemail_models are imported for their side effect: their tables join
+# booth_models, rate_models, recording_models and voicemail_models are imported for their side effect: their tables join
 # `Base.metadata`, so `create_all` creates them.
 from switchctl.store import booth_models as _booth_models  # noqa: F401
 from switchctl.store import rate_models as _rate_models  # noqa: F401
+from switchctl.store import recording_models as _recording_models  # noqa: F401
 from switchctl.store import voicemail_models as _voicemail_models  # noqa: F401
 from switchctl.store.models import Base, accounts
 

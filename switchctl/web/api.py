@@ -15,6 +15,10 @@ Routes (JSON via orjson; GET unless said otherwise):
   POST .../transfer {"mode": "blind"|"attended", "to": "<digits>"}, POST .../complete, .../cancel,
   .../three-way, PATCH .../data {"key": "text", ...}: a refused request is 409 {"error": ...}, an
   unknown conversation 404.
+- /api/recordings?call=<uuid>[&limit=N]: kept call recordings (newest first), and
+  POST /api/calls/{uuid}/recording {"action": "start"|"pause"|"resume"|"stop"[, "name": ...]} for
+  consoles (pause while a card number is read out): 404 a call not live here, 409 a state that
+  refuses the action (docs/RECORDING.md). 503 without a `recordings:` section.
 - /api/events  the controller's EventBus as Server-Sent Events (`event: <kind>` / `data: <json>`),
                `?kinds=screen_pop,transfer` to filter; the subscription ends when the client goes.
 A route whose feature the controller does not run (no store: billing; no `transfer:` section:
@@ -44,6 +48,8 @@ from switchctl.billing.booths import Bill, Booths, booth_extensions
 from switchctl.billing.money import Money
 from switchctl.events import BusEvent, EventBus
 from switchctl.features.prepaid.service import LiveCallView
+from switchctl.features.recording import ACTIONS as RECORDING_ACTIONS
+from switchctl.features.recording import RecordingError, UnknownCall
 from switchctl.features.transfer.errors import TransferError
 
 if TYPE_CHECKING:  # the controller imports this module to start it
@@ -158,6 +164,8 @@ class WebApi:
         self.app.router.add_post("/api/conversations/{uuid}/{action:complete|cancel|three-way}", self.action)
         self.app.router.add_patch("/api/conversations/{uuid}/data", self.set_data)
         self.app.router.add_get("/api/events", self.events)
+        self.app.router.add_get("/api/recordings", self.recordings)
+        self.app.router.add_post("/api/calls/{uuid}/recording", self.recording_action)
         self.sse_keepalive = SSE_KEEPALIVE_S
         self.sse_poll = SSE_POLL_S
         self._streams: set[asyncio.Task[Any]] = set()  # handlers of open event streams
@@ -321,6 +329,52 @@ class WebApi:
         try:
             return _json(service.set_data(uuid, body))
         except TransferError as exc:
+            return _json({"error": str(exc)}, 409)
+
+    # -- call recording -------------------------------------------------------------------------
+
+    @staticmethod
+    def _no_recordings() -> web.Response:
+        return _json({"error": "recording is off: the site has no 'recordings:' section"}, 503)
+
+    async def recordings(self, request: web.Request) -> web.Response:
+        recorder = getattr(self.controller, "recorder", None)
+        if recorder is None:
+            return self._no_recordings()
+        if recorder.log is None:
+            return _json({"error": "recordings are not kept: the controller runs without a store"}, 503)
+        call = request.query.get("call") or None
+        try:
+            limit = int(request.query.get("limit", "100"))
+        except ValueError:
+            return _json({"error": "limit must be a whole number"}, 400)
+        rows = await recorder.log.list(call_uuid=call, limit=limit)
+        body = []
+        for row in rows:
+            item = row.as_json()
+            item["started_at"] = _iso(row.started_us)
+            item["ended_at"] = _iso(row.ended_us)
+            item["live"] = recorder.status(row.call_uuid) if recorder.live_call(row.call_uuid) else None
+            body.append(item)
+        return _json({"recordings": body})
+
+    async def recording_action(self, request: web.Request) -> web.Response:
+        recorder = getattr(self.controller, "recorder", None)
+        if recorder is None:
+            return self._no_recordings()
+        body = await self._body(request)
+        if not isinstance(body, dict) or set(body) - {"action", "name"} \
+                or body.get("action") not in RECORDING_ACTIONS:
+            return _json({"error": 'expected {"action": "start"|"pause"|"resume"|"stop"}'}, 400)
+        name = body.get("name")
+        if name is not None and (not isinstance(name, str) or body["action"] != "start"):
+            return _json({"error": "name is a text, and only for start"}, 400)
+        uuid = request.match_info["uuid"]
+        try:
+            return _json(await recorder.act(uuid, body["action"], name=name))
+        except UnknownCall as exc:
+            return _json({"error": str(exc)}, 404)
+        except RecordingError as exc:
             return _json({"error": str(exc)}, 409)
 
     # -- live events ------------------------------------------------------------------------------
