@@ -76,17 +76,17 @@ from ..ari.models import (
 from . import asterisk_record
 from .asterisk_adopt import AsteriskAdoptedCall, AsteriskAdopter
 from .asterisk_dial import DIAL_LEG_ARG, Dialer, DialLeg, timestamp_us
-from .asterisk_legs import AsteriskLeg, LegBook, Music
+from .asterisk_legs import AsteriskLeg, LegBook
 from .asterisk_media import (
     MediaError,
     MediaList,
     Segment,
-    Silence,
     SoundUri,
     Tone,
     prompt_segments,
     site_sound_uri,
 )
+from .asterisk_segments import Music, Player, play_segments
 from .call import (
     Call,
     CallError,
@@ -194,6 +194,9 @@ class AsteriskCall(Call):
         self._timeout_cause = "ALLOTTED_TIMEOUT"
         self._destroy_timer: asyncio.TimerHandle | None = None
         self._announcements: set[asyncio.Task[None]] = set()
+        # Announcements, ringback and hold music play through this (asterisk_segments.py).
+        self.player = Player(self.uuid, start=self._start_playback, stop=self._stop_playback_request,
+                             forget=lambda pid: self._playbacks.pop(pid, None), gone=lambda: self.gone)
         self._recording_waiters: dict[str, asyncio.Future[Any]] = {}  # live recording name -> its end
         # The switch's Legs, feature bridges and rooms (asterisk_legs.py), for hold/bridge/conference.
         self.book: LegBook | None = None
@@ -594,46 +597,11 @@ class AsteriskCall(Call):
         self._check()
         segments = self._segments([prompt])
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._announce(segments, started), name=f"announce-{self.uuid}")
+        task = asyncio.create_task(play_segments(self.player, segments, looped=False, started=started),
+                                   name=f"announce-{self.uuid}")
         self._announcements.add(task)
         task.add_done_callback(self._announcements.discard)
         await asyncio.shield(started)
-
-    async def _announce(self, segments: Sequence[Segment], started: asyncio.Future[None]) -> None:
-        try:
-            for segment in segments:
-                if isinstance(segment, Silence):
-                    if not started.done():
-                        started.set_result(None)
-                    await asyncio.sleep(segment.seconds)
-                    continue
-                if isinstance(segment, MediaList):
-                    media: str | list[str] = segment.uris[0] if len(segment.uris) == 1 else list(segment.uris)
-                else:
-                    media = segment.uri
-                playback = await self._start_playback(media)
-                if not started.done():
-                    started.set_result(None)
-                try:
-                    if isinstance(segment, Tone):
-                        await self._until(asyncio.sleep(segment.seconds), segment.seconds + 1, "announce")
-                    else:
-                        await self._until(asyncio.shield(playback.done), None, "announce")
-                finally:
-                    self._playbacks.pop(playback.id, None)
-                    if isinstance(segment, Tone) and not playback.done.done() and not self.gone:
-                        with contextlib.suppress(AriError):
-                            await self.client.stop_playback(playback.id)
-        except CallError as exc:  # CallGone included: the announcement just ends with the call
-            if not started.done():
-                started.set_exception(exc)
-        except asyncio.CancelledError:
-            if not started.done():
-                started.set_exception(CallGone(self._cause or LOST_CAUSE))
-            raise
-        finally:
-            if not started.done():
-                started.set_result(None)
 
     async def record(self, spec: RecordSpec) -> RecordResult:
         await self._ready()

@@ -64,10 +64,10 @@ from .asterisk_media import (
     MediaError,
     MediaList,
     Segment,
-    Silence,
     Tone,
     prompt_segments,
 )
+from .asterisk_segments import Music
 from .call import (
     CallError,
     CallGone,
@@ -243,57 +243,28 @@ class _Ringback:
     def __init__(self, call: AsteriskCall, media: str | None) -> None:
         self.call = call
         self.media = media
-        self._task: asyncio.Task[None] | None = None
+        self._music = Music(call.player)
         self._ringing = False
 
     async def start(self) -> None:
-        if self._task is not None or self._ringing:
+        if self._music.playing or self._ringing:
             return
         if not self.call.info.answered:
             await self.call._rest("ring", self.call.client.ring(self.call.uuid))
             self._ringing = True
             return
         if self.media:
-            segments = ringback_segments(self.media, self.call.sound_uri)
-            self._task = asyncio.create_task(self._loop(segments), name=f"ringback-{self.call.uuid}")
+            try:
+                await self._music.start_loop(ringback_segments(self.media, self.call.sound_uri))
+            except CallError as exc:  # no ringback is no reason to fail the dial
+                log.debug("ringback not played: %s", exc, extra={"call": self.call.uuid})
 
     async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._music.stop()
         if self._ringing and not self.call.gone and not self.call.info.answered:
             self._ringing = False
             with contextlib.suppress(AriError):
                 await self.call.client.ring_stop(self.call.uuid)
-
-    async def _loop(self, segments: Sequence[Segment]) -> None:
-        call = self.call
-        try:
-            while not call.gone:
-                for segment in segments:
-                    if isinstance(segment, Silence):
-                        await asyncio.sleep(segment.seconds)
-                        continue
-                    if isinstance(segment, Tone):
-                        media: str | list[str] = segment.uri
-                    else:
-                        media = segment.uris[0] if len(segment.uris) == 1 else list(segment.uris)
-                    playback = await call._start_playback(media)
-                    try:
-                        if isinstance(segment, Tone):
-                            await asyncio.sleep(segment.seconds)
-                        else:
-                            await playback.done
-                    finally:
-                        call._playbacks.pop(playback.id, None)
-                        if not playback.done.done() and not call.gone:
-                            # shielded: a cancelled ringback must still stop its endless tone
-                            with contextlib.suppress(Exception):
-                                await asyncio.shield(call.client.stop_playback(playback.id))
-        except CallError as exc:
-            log.debug("ringback ended: %s", exc, extra={"call": call.uuid})
 
 
 def ringback_segments(media: str, sound_uri: Any) -> list[Segment]:

@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,13 +56,11 @@ from .asterisk_dial import (
 )
 from .asterisk_media import (
     MediaError,
-    MediaList,
     Segment,
-    Silence,
     SoundUri,
-    Tone,
     prompt_segments,
 )
+from .asterisk_segments import Music, Player, play_segments
 from .call import (
     HOLD_TONE,
     CallError,
@@ -94,83 +92,6 @@ class _Playing:
     def __init__(self, playback_id: str, done: asyncio.Future[Any]) -> None:
         self.id = playback_id
         self.done = done
-
-
-StartPlayback = Callable[[str | list[str]], Awaitable[Any]]  # -> an object with .id and .done
-StopPlayback = Callable[[str], Awaitable[None]]
-
-
-class Music:
-    """Something looped on one channel until stopped: tones or a sound file."""
-
-    def __init__(self, client: AriClient, channel_id: str, *, start: StartPlayback, stop: StopPlayback,
-                 forget: Callable[[str], None], gone: Callable[[], bool]) -> None:
-        self.client = client
-        self.channel_id = channel_id
-        self._start = start
-        self._stop = stop
-        self._forget = forget
-        self._gone = gone
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def playing(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    async def start_loop(self, segments: Sequence[Segment]) -> None:
-        """Loop `segments` in the background; returns once the first playback was accepted."""
-        await self.stop()
-        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._loop(segments, started), name=f"music-{self.channel_id}")
-        await asyncio.shield(started)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-    def drop(self) -> None:
-        """The channel is gone: stop the loop without talking to the switch."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _loop(self, segments: Sequence[Segment], started: asyncio.Future[None]) -> None:
-        try:
-            while not self._gone():
-                for segment in segments:
-                    if isinstance(segment, Silence):
-                        if not started.done():
-                            started.set_result(None)
-                        await asyncio.sleep(segment.seconds)
-                        continue
-                    if isinstance(segment, Tone):
-                        media: str | list[str] = segment.uri
-                    else:
-                        media = segment.uris[0] if len(segment.uris) == 1 else list(segment.uris)
-                    playback = await self._start(media)
-                    if not started.done():
-                        started.set_result(None)
-                    try:
-                        if isinstance(segment, Tone):
-                            await asyncio.sleep(segment.seconds)
-                        elif await playback.done == "failed":
-                            return  # a missing file or a hangup: looping it again would spin
-                    finally:
-                        self._forget(playback.id)
-                        if not playback.done.done() and not self._gone():
-                            # shielded: a cancelled loop must still stop its endless tone
-                            with contextlib.suppress(Exception):
-                                await asyncio.shield(self._stop(playback.id))
-        except (CallError, AriError) as exc:
-            if not started.done():
-                started.set_exception(exc if isinstance(exc, CallError) else CallError(f"music: {exc}"))
-            log.debug("music ended: %s", exc, extra={"call": self.channel_id})
-        finally:
-            if not started.done():
-                started.set_result(None)
 
 
 def music_segments(music: str, sound_uri: SoundUri) -> list[Segment]:
@@ -205,8 +126,9 @@ class AsteriskLeg(Leg):
         self.target: DialTarget | None = dial_leg.target
         self.answered_at_us = answered_at_us
         self._dialer = dialer  # while it is still in that dial's bridge
-        self.music = Music(self.client, self.uuid, start=self._start_playback, stop=self._stop_playback,
-                           forget=lambda pid: self.dial_leg.playbacks.pop(pid, None), gone=lambda: self.gone)
+        self.player = Player(self.uuid, start=self._start_playback, stop=self._stop_playback,
+                             forget=lambda pid: self.dial_leg.playbacks.pop(pid, None), gone=lambda: self.gone)
+        self.music = Music(self.player)
         self._announcements: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -292,43 +214,11 @@ class AsteriskLeg(Leg):
         except MediaError as exc:
             raise CallError(str(exc)) from None
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._announce(segments, started), name=f"announce-{self.uuid}")
+        task = asyncio.create_task(play_segments(self.player, segments, looped=False, started=started),
+                                   name=f"announce-{self.uuid}")
         self._announcements.add(task)
         task.add_done_callback(self._announcements.discard)
         await asyncio.shield(started)
-
-    async def _announce(self, segments: Sequence[Segment], started: asyncio.Future[None]) -> None:
-        try:
-            for segment in segments:
-                if isinstance(segment, Silence):
-                    if not started.done():
-                        started.set_result(None)
-                    await asyncio.sleep(segment.seconds)
-                    continue
-                media: str | list[str]
-                if isinstance(segment, MediaList):
-                    media = segment.uris[0] if len(segment.uris) == 1 else list(segment.uris)
-                else:
-                    media = segment.uri
-                playback = await self._start_playback(media)
-                if not started.done():
-                    started.set_result(None)
-                try:
-                    if isinstance(segment, Tone):
-                        await asyncio.sleep(segment.seconds)
-                    else:
-                        await playback.done
-                finally:
-                    self.dial_leg.playbacks.pop(playback.id, None)
-                    if not playback.done.done() and not self.gone:
-                        with contextlib.suppress(AriError):
-                            await self._stop_playback(playback.id)
-        except CallError as exc:
-            if not started.done():
-                started.set_exception(exc)
-        finally:
-            if not started.done():
-                started.set_result(None)
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self.gone:
@@ -660,12 +550,4 @@ class LegBook:
 
 def call_music(call: AsteriskCall) -> Music:
     """Hold music on a flow's call, played with the call's own playbacks (its events reach it)."""
-
-    async def start(media: str | list[str]) -> Any:
-        return await call._start_playback(media)
-
-    async def stop(playback_id: str) -> None:
-        await call._stop_playback_request(playback_id)
-
-    return Music(call.client, call.uuid, start=start, stop=stop,
-                 forget=lambda pid: call._playbacks.pop(pid, None), gone=lambda: call.gone)
+    return Music(call.player)
