@@ -97,7 +97,8 @@ def test_command_shapes():
         "origination_caller_id_number=555,x_id=7}user/2001@d &park()")
     assert park_transfer_command("U", None) == "uuid_transfer U park inline"
     assert park_transfer_command("U", "tone_stream://%(2000,4000,440,480);loops=-1") == (
-        "uuid_transfer U '^^~endless_playback:tone_stream://%(2000,4000,440,480);loops=-1~park' inline")
+        "uuid_transfer U '^^~set:playback_terminators=none~playback:tone_stream://%(2000,4000,440,480);loops=-1~park'"
+        " inline")
     # a real 1.11.1 hangs up a kicked member whose inline extension ends with its conference
     assert conference_transfer_command("U", "room1") == "uuid_transfer U '^^~conference:room1@default~park' inline"
     assert conference_transfer_command("U", "b-1", "switchctl_bridge") == (

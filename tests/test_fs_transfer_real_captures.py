@@ -7,12 +7,18 @@ import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
-from switchctl.esl.codec import Event, FrameParser, parse_plain_event
+from switchctl.esl.codec import Event, FrameParser, parse_json_event, parse_plain_event
 from switchctl.esl.inbound import InboundClient
 from switchctl.sim import FreeSwitchSim, SimConfig, UserBehaviour
 from switchctl.switch.call import DialOutcome, DialTarget, OriginateSpec
 from switchctl.switch.freeswitch import FreeSwitchCall, FreeSwitchSwitch, dial_result_from_bridge
-from switchctl.switch.freeswitch_legs import FreeSwitchLeg, LegTracker, conference_transfer_command, originate_failure
+from switchctl.switch.freeswitch_legs import (
+    FreeSwitchLeg,
+    LegTracker,
+    conference_transfer_command,
+    originate_failure,
+    park_transfer_command,
+)
 
 DATA = Path(__file__).parent / "data" / "fsreal_transfer"
 
@@ -21,7 +27,8 @@ def load(name: str) -> list[Event]:
     parser = FrameParser()
     frames = parser.feed((DATA / name).read_bytes())
     assert parser.at_frame_boundary and frames
-    return [parse_plain_event(frame.body) for frame in frames]
+    return [parse_json_event(frame.body) if frame.body.startswith(b"{") else parse_plain_event(frame.body)
+            for frame in frames]
 
 
 def test_originate_job_bodies():
@@ -104,6 +111,45 @@ def test_dtmf_of_a_dial_peer_and_of_a_room_member_reach_on_dtmf():
         del tracker.legs[leg.uuid]
 
 
+def _transferor_keys_while_the_target_rang(name: str) -> tuple[str, str]:
+    """A semi-attended transfer through the Controller (tests/data/fsreal_transfer/README.md, "Whole
+    transfers"): the transferor's far end pressed *22006# then, 1.2 s after the `#`, *2 while the target
+    rang (3 s). Returns the transferor's DTMF events as (keys up to the `#`, keys between the `#` and
+    the target's answer = its originate's BACKGROUND_JOB +OK)."""
+    events = load(name)
+    transferor = next(e.unique_id for e in events if e.name == "DTMF" and e.get("Channel-Name", "").endswith("/2001"))
+    jobs = [e for e in events if e.name == "BACKGROUND_JOB"]
+    target_job = next(e for e in jobs if "sofia/gateway/gwring/2006" in e.get("Job-Command-Arg", ""))
+    body = target_job.body or ""
+    assert (body.decode() if isinstance(body, bytes) else body).startswith("+OK")
+    answered_at = int(target_job.get("Event-Date-Timestamp") or 0)
+    keys = [(int(e.get("Event-Date-Timestamp") or 0), e.get("DTMF-Digit") or "") for e in events
+            if e.name == "DTMF" and e.unique_id == transferor]
+    hash_at = next(t for t, d in keys if d == "#")
+    assert answered_at - hash_at > 2_500_000  # the target rang 3 s: time enough for the *2 at +1.2 s
+    return ("".join(d for t, d in keys if t <= hash_at),
+            "".join(d for t, d in keys if hash_at < t < answered_at))
+
+
+def test_keys_over_endless_playback_ringback_fire_no_dtmf_event():
+    """Leg.park(music) was `endless_playback`: mod_dptools plays it with no input callback, so the keys
+    stay queued and no DTMF event fires; the *2 was lost (the target answered, the consultation began)."""
+    before, while_ringing = _transferor_keys_while_the_target_rang("endless_playback_hides_dtmf.raw")
+    assert (before, while_ringing) == ("*22006#", "")
+    after = [e for e in load("endless_playback_hides_dtmf.raw") if e.name == "DTMF"]
+    assert "".join(e.get("DTMF-Digit") or "" for e in after).count("*") == 2  # the transferor's and its echo
+
+
+def test_keys_over_playback_ringback_reach_the_feature():
+    """With `playback` (playback_terminators=none) the same *2 came as DTMF events while the target rang:
+    the transfer went on semi-attended and completed when the target answered."""
+    before, while_ringing = _transferor_keys_while_the_target_rang("playback_park_dtmf.raw")
+    assert (before, while_ringing) == ("*22006#", "*2")
+    command = park_transfer_command("U", "tone_stream://%(2000,4000,440,480);loops=-1")
+    assert "~playback:" in command and "endless_playback" not in command
+    assert "~set:playback_terminators=none~" in command  # the default `*` would stop the ringback
+
+
 # -- the simulator does what the real switch did ------------------------------------------------------
 async def _sim_switch():
     sim = FreeSwitchSim(SimConfig(dialplan=[], users={"2001": UserBehaviour(answer_after=0.2)},
@@ -147,3 +193,37 @@ async def test_sim_kicked_leg_hangs_up_without_park_and_stays_up_with_it():
 
 def test_conference_command_parks_after_the_room():
     assert conference_transfer_command("U", "r1").endswith("'^^~conference:r1@default~park' inline")
+
+
+async def test_sim_keys_of_a_leg_parked_with_music_fire_dtmf_only_with_playback():
+    """The simulator agrees: a leg in endless_playback keeps its keys queued (no DTMF event); parked by
+    park_transfer_command (playback, no terminators) each key fires its event and the music goes on."""
+    sim, client, switch = await _sim_switch()
+    try:
+        got: dict[str, list[str]] = {"endless": [], "park": []}
+        tone = "tone_stream://%(2000,4000,440,480);loops=-1"
+        legs = {}
+        for name in got:
+            leg = await switch.originate(OriginateSpec(DialTarget("phone", "2001"), timeout=5))
+            leg.on_dtmf(got[name].append)
+            legs[name] = leg
+        assert (await switch.api(f"uuid_transfer {legs['endless'].uuid} "
+                                 f"'^^~endless_playback:{tone}~park' inline")).startswith("+OK")
+        await legs["park"].park(tone)
+        await asyncio.sleep(0.1)
+        for name, leg in legs.items():
+            channel = sim.channels[leg.uuid]
+            for digit in "*2":
+                channel.receive_dtmf(digit)
+        for _ in range(200):
+            if got["park"] == ["*", "2"]:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert got == {"endless": [], "park": ["*", "2"]}
+        assert sim.channels[legs["park"].uuid].running_app == "playback"  # no terminator: still playing
+        for leg in legs.values():
+            await leg.hangup()
+    finally:
+        await client.close()
+        await sim.close()

@@ -6,9 +6,11 @@ call (freeswitch_adopt.py), with these commands:
   park_after_bridge=true,...}<endpoint> &park()`; the BACKGROUND_JOB body is `+OK <uuid>` (answered,
   parked) or `-ERR <CAUSE>`. Cancelling = `uuid_kill <uuid>` (we chose the uuid, so a leg still
   ringing can be named); a job that answers after the cancel is killed when it reports.
-- park: `uuid_transfer <uuid> park inline`, or with music `uuid_transfer <uuid> '^^~endless_playback:<music>'
-  inline` (the inline dialplan splits apps on `,` unless `^^<c>` names another separator: tone
-  streams contain commas; mod_dptools inline_dialplan_hunt).
+- park: `uuid_transfer <uuid> park inline`, or with music `uuid_transfer <uuid>
+  '^^~set:playback_terminators=none~playback:<music>~park' inline` (the inline dialplan splits apps on
+  `,` unless `^^<c>` names another separator: tone streams contain commas; mod_dptools
+  inline_dialplan_hunt). Not endless_playback: it plays with no input callback, so the leg's keys stay
+  queued and fire no DTMF event (a transferor pressing *2 over ringback was not heard on a real 1.11.1).
 - bridge: `uuid_bridge <uuid> <other>` (reply `+OK <other>`, captures s4 x2).
 - join_conference: `uuid_transfer <uuid> conference:<room>@default inline`.
 - announce: `uuid_broadcast <uuid> <prompt> aleg`; hangup: `uuid_kill <uuid> <cause>`.
@@ -90,9 +92,16 @@ def park_transfer_command(uuid: str, music: str | None) -> str:
     if music is None:
         return f"uuid_transfer {uuid} park inline"
     check_prompt(music, "park")
-    # endless_playback loops until the leg is moved; `park` after it keeps a leg whose music cannot
-    # play (endless_playback returns) up instead of ending its inline extension (= hangup)
-    return f"uuid_transfer {uuid} '^^{INLINE_SEPARATOR}endless_playback:{music}{INLINE_SEPARATOR}park' inline"
+    # `playback` reads the leg's keys through mod_dptools on_dtmf: each is dequeued, which is what fires
+    # its DTMF event (the feature codes of a transferor hearing ringback). endless_playback passes no
+    # input callback: switch_ivr_play_file then leaves the keys queued, no event, and they were gone
+    # once the leg was bridged (tests/data/fsreal_transfer/endless_playback_hides_dtmf.raw).
+    # playback_terminators=none: the default `*` would stop the music at the first key of a code.
+    # A tone_stream with loops=-1 (the ringback and hold defaults) plays until the leg is moved; a
+    # sound file plays once, then `park` keeps the leg up in silence (park dequeues keys too) instead of
+    # ending its inline extension (= hangup).
+    sep = INLINE_SEPARATOR
+    return f"uuid_transfer {uuid} '^^{sep}set:playback_terminators=none{sep}playback:{music}{sep}park' inline"
 
 
 def conference_transfer_command(uuid: str, room: str, profile: str = CONFERENCE_PROFILE) -> str:

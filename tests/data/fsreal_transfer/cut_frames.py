@@ -1,6 +1,7 @@
 """How the captures here were cut: split a recorded ESL byte stream (server -> client) into its messages
 and keep, byte for byte, those whose event headers match. Usage:
 cut_frames.py STREAM OUT 'Header=value[|value...]' ...   (every header must match one of its values)"""
+import json
 import sys
 from urllib.parse import unquote
 
@@ -20,6 +21,11 @@ def frames(data: bytes):
 
 
 def event_headers(body: bytes) -> dict[str, str]:
+    if body.startswith(b"{"):  # text/event-json (what the controller's inbound connection asks for)
+        try:
+            return {k: str(v) for k, v in json.loads(body).items()}
+        except ValueError:
+            return {}
     out = {}
     for line in body.split(b"\n\n", 1)[0].decode("utf-8", "replace").split("\n"):
         key, sep, value = line.partition(": ")
