@@ -99,6 +99,20 @@ async def test_dial_goes_through_the_hook_with_the_flows_context(tmp_path):
     assert trace.variables["dial_peer"] == "peer-b" and trace.variables["dial_talk_ms"] == "42000"
 
 
+async def test_a_second_dial_gets_the_call_data_not_the_first_dials_results(tmp_path):
+    # The fallback dial after a failed one: its parties' call data is the caller's, not how the first
+    # dial went nor the data_* copies that dial brought back (seen on a real FreeSWITCH as
+    # switchctl_data_data_caller_number=... on the second dial's leg).
+    flows = flows_of(tmp_path, DESK.replace("  busy: {type: play, prompts: [ivr/busy], next: bye}",
+                                            "  busy: {type: dial, to: [{phone: \"1009\"}], next: bye, failed: bye}"))
+    transfers = FakeTransfers(
+        TransferredDial(DialResult(DialOutcome.BUSY, "USER_BUSY"), data={"caller_number": "555", "customer": "C-555"}),
+        TransferredDial(ANSWERED))
+    await run(flows, ScriptedCall(["1"], caller="555"), transfers=transfers)
+    first, second = (context for _, _, context in transfers.calls)
+    assert first.variables == second.variables == {"customer": "C-555"}
+
+
 async def test_transfer_false_turns_feature_codes_off(tmp_path):
     flows = flows_of(tmp_path, DESK.replace("    next: after\n", "    transfer: false\n    next: after\n"))
     transfers = FakeTransfers(TransferredDial(ANSWERED))

@@ -52,6 +52,10 @@ from .hooks import (
 from .model import (
     CONFERENCE_ROOM,
     DATA_VARIABLE_PREFIX,
+    DIAL_VARIABLES,
+    PREPAID_VARIABLES,
+    VOICEMAIL_CHECK_VARIABLES,
+    VOICEMAIL_VARIABLES,
     AnswerNode,
     CallNode,
     CollectNode,
@@ -128,8 +132,19 @@ class _Run:
     path: list[str] = field(default_factory=list)  # node ids run so far (the IVR path), across flows
 
 
+# What a node reports about its own last run is not the call's data (an agent's screen pop shows the
+# caller's data, not how the previous dial went); `data_*` came back from an earlier dial already.
+_NOT_CALL_DATA = frozenset(DIAL_VARIABLES + PREPAID_VARIABLES + VOICEMAIL_VARIABLES + VOICEMAIL_CHECK_VARIABLES)
+
+
+def _call_data(variables: Mapping[str, str]) -> dict[str, str]:
+    """The flow variables that follow the call through a transferable dial (DialContext.variables)."""
+    return {key: value for key, value in variables.items()
+            if key not in _NOT_CALL_DATA and not key.startswith(DATA_VARIABLE_PREFIX)}
+
+
 def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class FlowRunner:
@@ -195,7 +210,7 @@ class FlowRunner:
             run.result, run.cause = "caller_hangup", gone.cause
             log.info("caller hung up (%s) in flow %s at node %s", gone.cause, run.flow.name, where,
                      extra={"call": call.uuid, "node": where})
-        except Exception as exc:  # noqa: BLE001 - any failure must end in a hangup, not a stuck call
+        except Exception as exc:
             log.exception("flow %s failed at node %s: %s", run.flow.name, where, exc,
                           extra={"call": call.uuid, "node": where})
             trace.steps.append((run.flow.name, where, "error"))
@@ -214,7 +229,7 @@ class FlowRunner:
             await call.hangup(ERROR_HANGUP_CAUSE)
         except CallGone:
             pass
-        except Exception:  # noqa: BLE001 - already failing; record and give up on this call
+        except Exception:
             log.exception("hangup after a flow error failed", extra={"call": call.uuid, "node": where})
 
     async def _release_unused(self, run: _Run, where: str) -> None:
@@ -224,7 +239,7 @@ class FlowRunner:
             return
         try:
             await self.billing.release(run.call, auth)
-        except Exception:  # noqa: BLE001 - the run is over; the feature must learn of it, not the caller
+        except Exception:
             log.exception("releasing authorization %s failed", auth.ref, extra={"call": run.call.uuid, "node": where})
 
     def _successor(self, run: _Run, flow: Flow, node: Node, outcome: str) -> str:
@@ -451,7 +466,7 @@ class FlowRunner:
     def _route(self, run: _Run, node: RouteNode) -> str:
         now = self.clock()
         if now.tzinfo is None:
-            now = now.replace(tzinfo=dt.timezone.utc)
+            now = now.replace(tzinfo=dt.UTC)
         for index, rule in enumerate(node.rules, start=1):
             captures = self._rule_match(run, node, rule, now)
             if captures is not None:
@@ -625,8 +640,9 @@ class FlowRunner:
             elif auth is None and self.transfers is not None:
                 # Only unpaid dials are transferable: a transfer would hand the time the caller's
                 # authorization pays for to someone else.
+                data = _call_data(run.variables)
                 context = DialContext(flow=run.flow.name, node=node.id, path=tuple(run.path),
-                                      variables=dict(run.variables), feature_codes=node.feature_codes)
+                                      variables=data, feature_codes=node.feature_codes)
                 moved = await self.transfers.dial(run.call, spec, context)
                 result, transfers, next_flow = moved.result, moved.transfers, moved.flow
                 for key, value in moved.data.items():
