@@ -452,12 +452,27 @@ async def test_three_way_then_parties_leave_caller_taken_out_last():
     await until(lambda: len(rig.sw.rooms.get(room, [])) == 3)
     assert a.hears == b.hears == c.hears == f"conference:{room}"
     await b.hang_up()
-    await asyncio.sleep(0.03)
-    assert not task.done() and a.up and c.up  # two remain: they go on
+    # two remain: back to a plain call between the caller and the target, which counts as done
+    await until(lambda: a.hears == f"bridge:{c.uuid}")
+    assert not task.done() and a.up and c.up and room not in rig.sw.rooms
+    assert state(rig, a) == "talking" and rig.svc.conversation(a.uuid)["transfers"] == 1
     await c.hang_up()
-    done = await asyncio.wait_for(task, 1)  # the caller alone is taken out, its dial ends
+    done = await asyncio.wait_for(task, 1)  # the target hangs up: the caller's dial ends
     assert a.up and not done.result.caller_hung_up
-    assert room not in rig.sw.rooms
+    await end(rig, a, task)
+
+
+async def test_after_a_three_way_the_remaining_party_can_transfer_again():
+    rig = make_rig(t202=FarEnd())
+    a, task, b = await start(rig)
+    c = await consult(rig, a, b)
+    await rig.svc.request(a.uuid, "three_way")
+    await c.hang_up()  # the target leaves: caller and transferor are a plain call again
+    await until(lambda: a.hears == f"bridge:{b.uuid}")
+    assert rig.svc.conversation(a.uuid)["transfers"] == 0  # the caller is back with whom it had
+    await b.press("*1202#")
+    d = await rig.sw.answered("202")
+    await until(lambda: a.hears == f"bridge:{d.uuid}")
     await end(rig, a, task)
 
 
@@ -482,6 +497,7 @@ async def test_three_way_complete_leaves_caller_and_target():
     await rig.svc.request(a.uuid, "three_way")
     await rig.svc.request(a.uuid, "complete")  # the transferor leaves the room
     await until(lambda: not b.up)
+    await until(lambda: a.hears == f"bridge:{c.uuid}")  # caller and target: a plain call again
     assert c.up and a.up and not task.done()
     await end(rig, a, task)
 

@@ -131,6 +131,7 @@ class Conversation:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._caller_gone = False
         self._caller_leaving = False  # the caller is being taken out of the three-way room
+        self._rejoin: Leg | None = None  # ... to be bridged with this last party of the three-way
         self._failure: DialFailed | None = None  # the blind/semi-attended target's failure
         self._failed_target: DialTarget | None = None
         self._last: DialResult | None = None
@@ -311,6 +312,12 @@ class Conversation:
             else:
                 if exc is not None:
                     log.error("call %s: conference failed: %s", self.uuid, exc)
+                rejoin, self._rejoin = self._rejoin, None
+                if exc is None and rejoin is not None and rejoin.hangup_cause is None:
+                    completed = rejoin is self.target  # the transferor left: the transfer is done
+                    self.room, self._members, self._caller_leaving = None, set(), False
+                    await self._connect(rejoin, completed=completed)
+                    return
                 self._finish(self._result(caller_hung_up=False))
             return
         if isinstance(exc, CallGone):
@@ -540,7 +547,11 @@ class Conversation:
         legs = [leg for leg in (self.transferor, self.target)
                 if leg is not None and leg.uuid in self._members and leg.hangup_cause is None]
         caller_in = not self._caller_gone and self.uuid in self._members
-        if len(legs) + caller_in >= 2:
+        if caller_in and len(legs) == 1 and not self._caller_leaving:
+            # Down to the caller and one party: back to a plain call between them, so that party
+            # may transfer again (A's conference() returns "left", then _on_op_done bridges them).
+            self._rejoin = legs[0]
+        elif len(legs) + caller_in >= 2:
             return
         if caller_in:
             if self._caller_leaving:
