@@ -254,6 +254,16 @@ class Direct:
     async def bridges(self) -> list[str]:
         return [b.id for b in await self.switch.client.list_bridges()]
 
+    async def no_bridges_within(self, seconds: float = 2.0) -> bool:
+        """GET /bridges can list a bridge for a moment after its DELETE was answered (seen once in
+        ~10 CI runs): a leak is a bridge still there after `seconds`."""
+        deadline = time.monotonic() + seconds
+        while await self.bridges():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def caller(self, number: str, *, bye_after_ms: int | None = None,
                      caller: str = "5550100") -> tuple[asyncio.Task, AsteriskCall]:  # type: ignore[type-arg]
         """A sipp UAC into Stasis; it waits for our BYE, or sends its own `bye_after_ms` after
@@ -343,7 +353,7 @@ async def test_answered_bridge_ends_when_the_far_end_hangs_up(direct: Direct) ->
     assert HOLD_MS * 1000 - 300_000 < result.talk_us < HOLD_MS * 1000 + 700_000, result
     assert result.peer_uuid not in [c for c in direct.switch.calls]  # the leg never became a call
     # A is still ours, out of the bridge and playable
-    assert not call.gone and await direct.bridges() == []
+    assert not call.gone and await direct.no_bridges_within()
     await call.play(["tone_stream://%(200,0,800)"])
     await _finish(call, sipp)
 
