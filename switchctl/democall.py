@@ -181,13 +181,20 @@ def scenario_text(*, caller: str, caller_name: str, pcap: Path | None, wait_ms: 
             .replace("@@CALLER_NAME@@", caller_name).replace("@@CALLER@@", caller))
 
 
+# Ports this process handed out: the kernel may offer a just-probed port again, and two sipps of one
+# rig (or a sipp's SIP port and another's media range) given the same port made one exit at once,
+# failing a whole test module once in a few CI runs. A port is handed out once per process.
+_handed_out: set[int] = set()
+
+
 def free_udp_port(*, even: bool = False, span: int = 1) -> int:
-    """A UDP port on 127.0.0.1 that is free now, with `span` free ports from it (RTP needs 2-4)."""
+    """A UDP port on 127.0.0.1 that is free now, with `span` free ports from it (RTP needs 2-4),
+    none of them handed out by this function before in this process."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        if (even and port % 2) or port + span > 65535:
+        if (even and port % 2) or port + span > 65535 or not _handed_out.isdisjoint(range(port, port + span)):
             continue
         holders: list[socket.socket] = []
         try:
@@ -200,6 +207,7 @@ def free_udp_port(*, even: bool = False, span: int = 1) -> int:
         finally:
             for s in holders:
                 s.close()
+        _handed_out.update(range(port, port + span))
         return port
     raise DemoCallError("no free UDP port range on 127.0.0.1")
 

@@ -200,7 +200,7 @@ def create_private_asterisk(root: Path, *, tag: str, log_dir: Path,
         etc=f"/etc/asterisk-{name}",
         state=f"/var/tmp/{name}",
         ari=AriConfig("127.0.0.1", free_port(socket.SOCK_STREAM), ARI_USER, ARI_PASSWORD, ARI_APP),
-        sip_port=free_port(socket.SOCK_DGRAM),
+        sip_port=free_udp_port(),  # never one a sipp of this run got (democall.free_udp_port)
         rtp=rtp,
         log=log_dir / "asterisk.out",
     )
@@ -227,8 +227,11 @@ def start_sipp_uas(scenario: Path, port: int, message_log: Path, *extra: str) ->
     cmd = ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port),
            "-mi", "127.0.0.1", "-mp", str(free_udp_port(even=True, span=4)),
            "-cp", str(free_udp_port()), "-nostdin", *extra, "-trace_msg", "-message_file", str(message_log)]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # sipp's own complaints (a port it could not bind...) next to the message log: a UAS that
+    # "exited at once" says why there.
+    with open(message_log.with_name(message_log.name + ".stderr"), "wb") as errors:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=errors, start_new_session=True)
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
