@@ -225,3 +225,32 @@ nodes:
     assert spec.variables["switchctl_call"] == "call-1"
     assert await env.ledger.balance(acct) == eur("1.40")  # the scripted 60 s at 1 c/s
     assert env.cutoff.live() == [] and await env.ledger.live_reservations(acct) == []
+
+
+# -- who ended an adopted call ---------------------------------------------------------------------
+
+
+class _EndedLeg:
+    """An AdoptedCall's end as the switch recorded it; `known` says whether we have heard of it yet."""
+
+    def __init__(self, ended_at_us: int, *, known: bool, arrives_after: float = 0.0) -> None:
+        self.ended_at_us = ended_at_us
+        self.hangup_cause: str | None = "NORMAL_CLEARING" if known else None
+        self._arrives_after = arrives_after
+
+    async def wait_hangup(self) -> str:
+        await asyncio.sleep(self._arrives_after)
+        self.hangup_cause = "NORMAL_CLEARING"
+        return self.hangup_cause
+
+
+async def test_who_ended_an_adopted_call_comes_from_the_switchs_hangup_times() -> None:
+    from switchctl.features.prepaid.service import PrepaidService
+    first = PrepaidService._caller_ended_first
+    b = _EndedLeg(2_000_000, known=True)
+    # the cut caller's destroy arrives after its B leg's: still the caller who ended it
+    assert await first(_EndedLeg(1_999_000, known=False, arrives_after=0.05), b)  # type: ignore[arg-type]
+    # the far end hung up, the caller followed
+    assert not await first(_EndedLeg(2_001_000, known=True), b)  # type: ignore[arg-type]
+    # the caller is still up when B is gone: B ended it
+    assert not await first(_EndedLeg(0, known=False, arrives_after=5.0), b)  # type: ignore[arg-type]

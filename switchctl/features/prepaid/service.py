@@ -74,6 +74,7 @@ RECENT_ENDS = 200
 # A call that ran on longer than that (a stalled controller) pays what it talked.
 CUT_LATENESS_FORGIVEN_US = 100_000
 CALLER_HANGUP_WAIT_S = 10.0  # after an adopted call's B leg ended: how long to follow its caller leg
+ADOPTED_END_WAIT_S = 1.0  # ... and how long to wait for its hangup time before settling who ended it
 
 
 class PrepaidError(Exception):
@@ -337,6 +338,20 @@ class PrepaidService(CallBilling):
             task.add_done_callback(self._followers.discard)
         return None
 
+    @staticmethod
+    async def _caller_ended_first(caller: AdoptedCall, callee: AdoptedCall) -> bool:
+        """Who ended an adopted call, from the switch's own hangup times: whichever leg goes, the
+        other follows within moments, and the order our events arrive in is not the order the
+        switch ended them in (a cut caller's destroy was seen after its B leg's)."""
+        if caller.hangup_cause is None:
+            try:
+                await asyncio.wait_for(caller.wait_hangup(), ADOPTED_END_WAIT_S)
+            except (TimeoutError, CallError):
+                return False  # the caller is still up: B ended it
+        if caller.ended_at_us and callee.ended_at_us:
+            return caller.ended_at_us <= callee.ended_at_us
+        return caller.hangup_cause is not None
+
     async def _follow_adopted(self, caller: AdoptedCall, callee: AdoptedCall, pending: _Authorized) -> None:
         """Wait for the adopted call's B leg to end, then settle it like a dial that ended."""
         result: DialResult | None = None
@@ -345,7 +360,7 @@ class PrepaidService(CallBilling):
             if callee.ended_at_us and callee.answered_at_us:
                 result = DialResult(DialOutcome.ANSWERED, cause, None, callee.uuid,
                                     callee.answered_at_us, callee.ended_at_us,
-                                    caller_hung_up=caller.hangup_cause is not None)
+                                    caller_hung_up=await self._caller_ended_first(caller, callee))
         except CallError as exc:
             log.warning("call %s: lost track of its B leg (%s)", pending.ref, exc)
         finally:
