@@ -57,6 +57,32 @@ def test_record_reason():
                          spec=RecordSpec("x.wav", max_seconds=20, silence_seconds=0)) == "max_time"
 
 
+async def test_a_record_refused_until_the_snoop_is_in_stasis_is_retried():
+    from switchctl.ari.errors import AriConflict
+    from switchctl.switch.asterisk_record import _record_once_in_stasis
+
+    class Client:
+        def __init__(self, refusals: int, message: str = "Channel not in Stasis application") -> None:
+            self.refusals, self.message, self.posts = refusals, message, 0
+
+        async def record(self, channel_id: str, name: str, **kw: object) -> None:
+            self.posts += 1
+            if self.posts <= self.refusals:
+                raise AriConflict("POST", f"/channels/{channel_id}/record", 409, self.message)
+
+    class Call:
+        def __init__(self, client: Client) -> None:
+            self.client = client
+
+    racing = Client(refusals=2)
+    await _record_once_in_stasis(Call(racing), "snoop-1", "calls/x", "wav")  # type: ignore[arg-type]
+    assert racing.posts == 3
+    other = Client(refusals=1, message="Recording with the same name exists")
+    with pytest.raises(AriConflict):  # any other conflict is not waited out
+        await _record_once_in_stasis(Call(other), "snoop-1", "calls/x", "wav")  # type: ignore[arg-type]
+    assert other.posts == 1
+
+
 def test_recording_events_route_to_their_channel_only():
     # captured frames (05_recording a / b): a channel recording goes to its call, a bridge's to none
     channel = parse_event({"type": "RecordingFinished", "timestamp": "2026-11-25T19:03:16.983+0000",

@@ -195,13 +195,30 @@ class AsteriskRecording(Recording):
                     raise CallError(f"recording {what}: {exc}") from None
 
 
+async def _record_once_in_stasis(call: AsteriskCall, snoop_id: str, name: str, fmt: str) -> None:
+    """POST record on a fresh snoop channel. Its POST /snoop can be answered before the channel is
+    in our Stasis app, and a record sent then is refused 409 "Channel not in Stasis application"
+    (seen in CI; the same race as a created dial leg's /dial, asterisk_dial.py): retried for up to
+    START_WAIT_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_WAIT_S
+    while True:
+        try:
+            await call.client.record(snoop_id, name, format=fmt, if_exists="overwrite")
+            return
+        except AriConflict as exc:
+            if "stasis" not in exc.message.lower() or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(START_POLL_S)
+
+
 async def start_recording(call: AsteriskCall, path: str) -> Recording:
     call._check()
     name, fmt, full = recording_name(path, call.recording_dir)
     snoop_id = f"switchctl-rec-{uuidlib.uuid4()}"
     await call._rest("snoop", call.client.snoop(call.uuid, spy="both", app_args=SNOOP_ARG, snoop_id=snoop_id))
     try:
-        await call._rest("record", call.client.record(snoop_id, name, format=fmt, if_exists="overwrite"))
+        await call._rest("record", _record_once_in_stasis(call, snoop_id, name, fmt))
     except BaseException:
         try:
             await call.client.hangup(snoop_id)
