@@ -57,6 +57,7 @@ from .call import (
     dial_outcome_for_cause,
 )
 from .freeswitch_adopt import FreeSwitchAdopter, sched_hangup_time
+from .freeswitch_dialstring import target_dial, variables_block
 from .freeswitch_legs import (
     LEGS,
     FreeSwitchLeg,
@@ -98,42 +99,13 @@ DIGITS_VAR = "switchctl_digits"
 # failed `,` group reports its first leg's cause (dial order), see failed_leg_uuid.
 DEFAULT_SOFIA_PROFILE = "internal"
 BRIDGE_EVENT = "CHANNEL_BRIDGE"
-# What a dial-string field may not contain: the dial string's own separators, quoting and
-# ${} expansion (switch_event_create_brackets splits on ',' and '=').
-_DIAL_ADDRESS_FORBIDDEN = re.compile(r"[\s,|{}\[\]<>^'\"=$]")
-_DIAL_VALUE_FORBIDDEN = re.compile(r"[,|{}\[\]<>^'\"=$]")
-_VAR_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
-
-
-def target_dial(target: DialTarget, *, domain: str | None, profile: str) -> str:
-    """The endpoint string of one target (without its [] variables)."""
-    fields = [target.address] + ([target.gateway] if target.kind == "gateway" else [])
-    for value in fields:
-        if not value or _DIAL_ADDRESS_FORBIDDEN.search(value):
-            raise CallError(f"dial: bad {target.kind} target '{value}'")
-    if target.kind == "phone":
-        return f"user/{target.address}@{domain}" if domain else f"user/{target.address}"
-    if target.kind == "gateway":
-        return f"sofia/gateway/{target.gateway}/{target.address}"
-    if target.kind == "uri":
-        return f"sofia/{profile}/{target.address}"
-    raise CallError(f"dial: unknown target kind '{target.kind}'")
-
-
 def dial_string(spec: DialSpec, *, domain: str | None, profile: str,
                 leg_uuids: Sequence[Sequence[str]]) -> str:
     """The bridge argument for `spec`; `leg_uuids` mirrors spec.groups (one uuid per target)."""
     if not spec.groups or any(not group for group in spec.groups):
         raise CallError("dial: no targets")
-    globals_ = {"ignore_early_media": "true"}
-    if spec.caller_id_number:
-        globals_["origination_caller_id_number"] = spec.caller_id_number
-    if spec.caller_id_name:
-        globals_["origination_caller_id_name"] = spec.caller_id_name
-    globals_.update(spec.variables)
-    for name, value in globals_.items():
-        if not _VAR_NAME.fullmatch(name) or _DIAL_VALUE_FORBIDDEN.search(str(value)):
-            raise CallError(f"dial: variable {name}={value!r} cannot go into a dial string")
+    head = variables_block({"ignore_early_media": "true"}, caller_id_number=spec.caller_id_number,
+                           caller_id_name=spec.caller_id_name, variables=spec.variables, what="dial")
     groups = []
     for group, uuids in zip(spec.groups, leg_uuids, strict=True):
         legs = []
@@ -142,8 +114,7 @@ def dial_string(spec: DialSpec, *, domain: str | None, profile: str,
             endpoint = target_dial(target, domain=domain, profile=profile)
             legs.append(f"[leg_timeout={seconds},origination_uuid={uuid}]{endpoint}")
         groups.append(",".join(legs))
-    head = ",".join(f"{name}={value}" for name, value in globals_.items())
-    return "{" + head + "}" + "|".join(groups)
+    return head + "|".join(groups)
 
 
 def _us(value: str | None) -> int:

@@ -52,6 +52,7 @@ from .call import (
     dial_outcome_for_cause,
 )
 from .freeswitch_adopt import HANGUP_EVENT, FreeSwitchAdopter, live_channel_from_dump
+from .freeswitch_dialstring import variables_block
 
 log = logging.getLogger("switchctl.freeswitch.legs")
 
@@ -64,8 +65,6 @@ INLINE_SEPARATOR = "~"
 CONFERENCE_PROFILE = "default"
 _NO_SPACE = re.compile(r"\s")
 _ROOM = re.compile(r"[A-Za-z0-9_.\-]+")
-_DIAL_VALUE_FORBIDDEN = re.compile(r"[,|{}\[\]<>^'\"=$\s]")
-_VAR_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def _us(value: str | None) -> int:
@@ -117,23 +116,15 @@ def conference_transfer_command(uuid: str, room: str, profile: str = CONFERENCE_
 
 def originate_command(spec: OriginateSpec, leg_uuid: str, endpoint: str) -> str:
     """`originate {...}<endpoint> &park()` for `spec` (pure)."""
-    variables: dict[str, str] = {
+    base = {
         "origination_uuid": leg_uuid,
         "ignore_early_media": "true",
         "originate_timeout": str(max(1, math.ceil(spec.timeout))),
         "park_after_bridge": "true",
     }
-    if spec.caller_id_number:
-        variables["origination_caller_id_number"] = spec.caller_id_number
-    if spec.caller_id_name:
-        variables["origination_caller_id_name"] = spec.caller_id_name
-    variables.update(spec.variables)
-    for name, value in variables.items():
-        # no spaces either: the api splits its arguments on them
-        if not _VAR_NAME.fullmatch(name) or _DIAL_VALUE_FORBIDDEN.search(str(value)):
-            raise CallError(f"originate: variable {name}={value!r} cannot go into a dial string")
-    head = ",".join(f"{name}={value}" for name, value in variables.items())
-    return f"originate {{{head}}}{endpoint} &park()"
+    head = variables_block(base, caller_id_number=spec.caller_id_number, caller_id_name=spec.caller_id_name,
+                           variables=spec.variables, what="originate", api=True)
+    return f"originate {head}{endpoint} &park()"
 
 
 def originate_failure(job_body: str) -> DialFailed:

@@ -359,13 +359,7 @@ class Conversation:
         if self.state == "consult_ringing" and leg is self.transferor:
             # The transferor hung up while the target rings: semi-attended, A hears ringback.
             self.transferor = None
-            if self._caller_gone:
-                await self._cancel_originate()
-                self._finish(self._result(caller_hung_up=True))
-                return
-            self.mode = "semi_attended"
-            await self._hold(self.options.ringback)
-            self._set_state("semi_attended")
+            await self._semi_attended()
         elif self.state == "consulting" and leg in (self.transferor, self.target):
             transferor_left = leg is self.transferor
             other = self.target if transferor_left else self.transferor
@@ -466,13 +460,7 @@ class Conversation:
         if transferor is not None:
             await self._hangup(transferor)
         if self.state == "consult_ringing":
-            if self._caller_gone:
-                await self._cancel_originate()
-                self._finish(self._result(caller_hung_up=True))
-                return
-            self.mode = "semi_attended"
-            await self._hold(self.options.ringback)
-            self._set_state("semi_attended")
+            await self._semi_attended()
             return
         target, self.target = self.target, None
         assert target is not None
@@ -571,6 +559,17 @@ class Conversation:
         self._finish(self._result(caller_hung_up=True))
 
     # -- helpers ------------------------------------------------------------------------------------
+
+    async def _semi_attended(self) -> None:
+        """The transferor left while the target rings: A hears ringback until it answers (or, A gone
+        too, nothing waits for the target any more)."""
+        if self._caller_gone:
+            await self._cancel_originate()
+            self._finish(self._result(caller_hung_up=True))
+            return
+        self.mode = "semi_attended"
+        await self._hold(self.options.ringback)
+        self._set_state("semi_attended")
 
     async def _connect(self, leg: Leg, *, completed: bool) -> None:
         """Bridge A with `leg`, who becomes the party (and may transfer again)."""
