@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import uuid as uuidlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -463,6 +463,22 @@ class LegBook:
         call._hold = hold
         call._check()
 
+    @contextlib.asynccontextmanager
+    async def _seat(self, call: AsteriskCall) -> AsyncIterator[asyncio.Future[str]]:
+        """The flow's call in a feature bridge or room while its bridge()/conference() runs: the
+        future resolves when a feature takes it out; on the way out the call leaves where it is."""
+        seat: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.seats[call.uuid] = seat
+        try:
+            yield seat
+        finally:
+            self.seats.pop(call.uuid, None)
+            if self.where.get(call.uuid) is not None:
+                if call.gone:
+                    self.member_gone(call.uuid)
+                else:
+                    await asyncio.shield(self.leave(call.uuid))
+
     async def call_bridge(self, call: AsteriskCall, leg: Leg) -> DialResult:
         if not isinstance(leg, AsteriskLeg) or leg.book is not self:
             raise CallError(f"bridge: {leg!r} is not a leg of this Asterisk")
@@ -473,19 +489,10 @@ class LegBook:
         await leg._leave()
         if not call.info.answered:
             await call.answer()
-        seat = asyncio.get_running_loop().create_future()
-        self.seats[call.uuid] = seat
         bridge: FeatureBridge | None = None
-        try:
+        async with self._seat(call) as seat:
             bridge = await self.pair([call.uuid, leg.uuid], gone=lambda: call.gone or leg.gone)
             await asyncio.wait({call._gone, leg.dial_leg.destroyed, seat}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self.seats.pop(call.uuid, None)
-            if self.where.get(call.uuid) is not None:
-                if call.gone:
-                    self.member_gone(call.uuid)
-                else:
-                    await asyncio.shield(self.leave(call.uuid))
         moved = seat.done() and seat.result() == TRANSFERRED
         ended = await self._bridge_end(call, leg, bridge, moved)
         if call.gone:
@@ -511,18 +518,9 @@ class LegBook:
         call._check()
         if not call.info.answered:
             await call.answer()
-        seat = asyncio.get_running_loop().create_future()
-        self.seats[call.uuid] = seat
-        try:
+        async with self._seat(call) as seat:
             await self.join_room(room, call.uuid, gone=lambda: call.gone)
             await asyncio.wait({call._gone, seat}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self.seats.pop(call.uuid, None)
-            if self.where.get(call.uuid) is not None:
-                if call.gone:
-                    self.member_gone(call.uuid)
-                else:
-                    await asyncio.shield(self.leave(call.uuid))
         if call.gone:
             raise CallGone(call.hangup_cause or "NORMAL_CLEARING")
         return LEFT
